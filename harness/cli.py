@@ -1,0 +1,269 @@
+"""The ``medfm`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape as rich_escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from . import leaderboard as lb
+from .cache import FeatureCache
+from .config import RunConfig, load_config, with_overrides
+from .errors import UserError
+from .records import iter_records, load_record
+from .registry import Registry, load_registry
+from .runner import Cell, CellOutcome, Hooks, Runner
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark natural-image foundation models on medical imaging.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect or clear the feature cache.")
+app.add_typer(cache_app, name="cache")
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+KIND_OF = {"backbones": "backbone", "datasets": "dataset", "protocols": "protocol"}
+
+
+def _registry(warn: bool = True) -> Registry:
+    registry = load_registry()
+    if warn:
+        for line in registry.load_errors:
+            err.print(f"[yellow]warning:[/] {rich_escape(line)}", soft_wrap=True)
+    return registry
+
+
+@app.command()
+def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List installed plugins, what each registered, and any load errors."""
+    registry = _registry(warn=False)
+    if as_json:
+        out.print_json(json.dumps([p.as_dict() for p in registry.plugins]))
+        return
+    table = Table("plugin", "distribution", "version", "registers", "status")
+    for p in registry.plugins:
+        names = ", ".join(n for _, n in p.specs)
+        status = "[red]" + rich_escape("; ".join(p.errors)) + "[/]" if p.errors else ("blocked" if p.blocked else "ok")
+        table.add_row(rich_escape(p.name), p.distribution or "", p.version or "",
+                      rich_escape(names if len(names) < 90 else names[:87] + "..."), status)
+    out.print(table)
+
+
+def _fmt_params(n: Any) -> str:
+    return "?" if not n else (f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.0f}K")
+
+
+@app.command("list")
+def list_specs(kind: str = typer.Argument(..., help="backbones, datasets or protocols"),
+               pattern: str = typer.Argument("*", help="glob pattern over names"),
+               as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List registered specs (never loads weights or data)."""
+    if kind not in KIND_OF:
+        raise UserError(f"unknown kind {kind!r}; use backbones, datasets or protocols")
+    registry = _registry()
+    k = KIND_OF[kind]
+    import fnmatch
+
+    specs = [s for s in registry.specs(k) if fnmatch.fnmatchcase(s.name, pattern)]
+    families = [f.spec for f in registry.families[k] if fnmatch.fnmatchcase(f.spec.name, pattern)]
+    if as_json:
+        out.print_json(json.dumps([s.metadata() for s in specs] + [f.metadata() for f in families], default=str))
+        return
+    if k == "backbone":
+        table = Table("name", "params", "input", "pretraining", "objective", "license", "citation")
+        for s in specs:
+            table.add_row(rich_escape(s.name), _fmt_params(s.params), str(s.input_size), rich_escape(s.pretraining),
+                          s.objective, rich_escape(s.license), rich_escape(s.citation[:60]))
+    elif k == "dataset":
+        table = Table("name", "task", "classes", "splits", "primary", "license", "citation")
+        for s in specs:
+            classes = ", ".join(s.classes)
+            splits = " / ".join(f"{n}:{v if v is not None else '?'}" for n, v in s.splits.items())
+            table.add_row(rich_escape(s.name), s.task, rich_escape(classes[:50] + ("..." if len(classes) > 50 else "")),
+                          splits, s.primary_metric, rich_escape(s.license[:30]), rich_escape(s.citation[:50]))
+    else:
+        table = Table("name", "needs", "version", "defaults", "description")
+        for s in specs:
+            table.add_row(rich_escape(s.name), ", ".join(sorted(s.needs)), s.version,
+                          rich_escape(json.dumps(dict(s.defaults))[:70]), rich_escape(s.description))
+    out.print(table)
+    if families:
+        out.print("families (any member can be named):")
+        for f in families:
+            out.print(f"  {rich_escape(f.name)}: {rich_escape(f.description)} e.g. {', '.join(f.examples)}")
+
+
+class _Rate(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} img/s" if speed else "- img/s", style="cyan")
+
+
+class RichHooks(Hooks):
+    """Progress bars for extraction, one line per finished cell."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+
+    def log(self, message: str) -> None:
+        self.console.print(f"[dim]{rich_escape(message)}[/]")
+
+    def extraction(self, description: str, total: int) -> Callable[[int], None]:
+        self.progress = Progress(TextColumn("[bold]extract[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 _Rate(), TimeRemainingColumn(), console=self.console, transient=False)
+        self.progress.start()
+        task = self.progress.add_task(rich_escape(description), total=total)
+        return lambda n: self.progress.advance(task, n)
+
+    def extraction_done(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def cell_start(self, cell: Cell) -> None:
+        self.console.print(f"[bold]▶[/] {rich_escape(cell.label)}")
+
+    def cell_end(self, o: CellOutcome) -> None:
+        if o.status == "error":
+            self.console.print(f"  [red]error[/] {rich_escape(o.cell.label)}: {rich_escape(o.message)}", soft_wrap=True)
+        elif o.status == "cached":
+            self.console.print(f"  [dim]up to date[/] {rich_escape(o.cell.label)}")
+        else:
+            self.console.print(f"  [green]done[/] {rich_escape(o.cell.label)}: {o.primary_metric} {_v(o.value)} "
+                               f"[{_v(o.ci[0])}, {_v(o.ci[1])}] in {o.seconds:.1f}s" + (f" flags={o.flags}" if o.flags else ""))
+
+
+def _v(x: Any) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def _summary(outcomes: list[CellOutcome]) -> Table:
+    table = Table("backbone", "dataset", "protocol", "status", "primary metric [95% CI]", "flags", title="run summary")
+    for o in outcomes:
+        status = {"ok": "[green]ok[/]", "cached": "[dim]up to date[/]", "error": "[red]error[/]"}.get(o.status, o.status)
+        value = "" if o.status == "error" else f"{o.primary_metric} {_v(o.value)} [{_v(o.ci[0])}, {_v(o.ci[1])}]"
+        table.add_row(rich_escape(o.cell.backbone.name), rich_escape(o.cell.dataset.name),
+                      rich_escape(o.cell.protocol.name), status, rich_escape(value) if o.status != "error"
+                      else rich_escape(o.message[:80]), ", ".join(o.flags))
+    return table
+
+
+@app.command()
+def run(
+    backbone: Optional[List[str]] = typer.Option(None, "-b", "--backbone", help="Backbone name or glob (repeatable)."),
+    dataset: Optional[List[str]] = typer.Option(None, "-d", "--dataset", help="Data set name or glob (repeatable)."),
+    protocol: Optional[List[str]] = typer.Option(None, "-p", "--protocol", help="Protocol name or glob (repeatable)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML run file; flags override it."),
+    seed: Optional[int] = typer.Option(None, help="Global seed (default 0)."),
+    device: Optional[str] = typer.Option(None, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per batch for extraction (default 64)."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes (default 0)."),
+    results: Optional[str] = typer.Option(None, "--results", help="Results folder (default results/)."),
+    cache_dir: Optional[str] = typer.Option(None, help="Feature cache folder (default ~/.cache/medfm)."),
+    leaderboard: Optional[str] = typer.Option(None, help="Leaderboard file (default leaderboard.md)."),
+    resize: Optional[str] = typer.Option(None, help="Resize policy for every backbone: resize, resize_crop, pad."),
+    bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for CIs (default 1000)."),
+    rerun: bool = typer.Option(False, "--rerun", help="Recompute cells even if their records are current."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failing cell."),
+    no_amp: bool = typer.Option(False, "--no-amp", help="Disable bf16 autocast on CUDA."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", "-o", help="Plugin option KIND.NAME.KEY=VALUE (repeatable)."),
+) -> None:
+    """Run backbone x dataset x protocol. With no arguments: the offline default benchmark."""
+    cfg = load_config(config) if config else RunConfig()
+    cfg = with_overrides(cfg, backbones=backbone, datasets=dataset, protocols=protocol, seed=seed, device=device,
+                         batch_size=batch_size, workers=workers, results_dir=results, cache_dir=cache_dir,
+                         leaderboard=leaderboard, resize=resize, bootstrap=bootstrap,
+                         rerun=rerun or None, fail_fast=fail_fast or None, amp=False if no_amp else None, set=set_)
+    registry = _registry()
+    runner = Runner(registry, cfg, RichHooks(err))
+    cells = runner.plan()
+    err.print(f"[bold]{len(cells)} cells[/] on {runner.device}; results in {runner.results_dir}")
+    outcomes = runner.run(cells)
+    out.print(_summary(outcomes))
+    failed = [o for o in outcomes if o.status == "error"]
+    err.print(f"leaderboard: {cfg.path(cfg.leaderboard)}; feature cache: {runner.cache.stats.hits} hits, "
+              f"{runner.cache.stats.misses} misses")
+    if failed:
+        err.print(f"[red]{len(failed)} of {len(cells)} cells failed[/]; their records hold the tracebacks")
+        raise typer.Exit(1)
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(check: bool = typer.Option(False, "--check", help="Exit 1 if the file is stale."),
+                    results: str = typer.Option("results", "--results", help="Results folder."),
+                    file: str = typer.Option("leaderboard.md", "--file", help="Leaderboard file.")) -> None:
+    """Regenerate leaderboard.md from the records (verified) under results/."""
+    records, bad = [], []
+    for path, record, error in iter_records(results, verify=True):
+        if record is None:
+            bad.append(error)
+        else:
+            records.append(record)
+    for line in bad:
+        err.print(f"[yellow]skipped invalid record:[/] {rich_escape(line)}", soft_wrap=True)
+    if check:
+        if lb.is_stale(file, records):
+            err.print(f"[red]{file} is stale[/]: run `medfm leaderboard` and commit the result")
+            raise typer.Exit(1)
+        err.print(f"{file} is up to date ({len(records)} records)")
+        return
+    changed = lb.update_file(file, records)
+    err.print(f"{file} {'updated' if changed else 'unchanged'} ({len(records)} records)")
+
+
+@app.command()
+def validate(paths: List[Path] = typer.Argument(..., help="Record files or folders to check.")) -> None:
+    """Check submitted records: schema, predictions checksum, and metrics recomputed from predictions."""
+    files = [p for path in paths for p in (sorted(path.rglob("*.json")) if path.is_dir() else [path])]
+    failures = 0
+    for f in files:
+        try:
+            load_record(f, verify=True)
+            out.print(f"[green]ok[/] {rich_escape(str(f))}")
+        except UserError as exc:
+            failures += 1
+            out.print(f"[red]invalid[/] {rich_escape(str(exc))}", soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+@cache_app.command("info")
+def cache_info(cache_dir: Optional[str] = typer.Option(None, help="Feature cache folder.")) -> None:
+    """Where the cache is and how big."""
+    info = FeatureCache(cache_dir).info()
+    out.print(f"{info['root']}: {info['entries']} feature files, {info['bytes'] / 1e6:.1f} MB")
+
+
+@cache_app.command("clear")
+def cache_clear(cache_dir: Optional[str] = typer.Option(None, help="Feature cache folder.")) -> None:
+    """Delete every cached feature file."""
+    n = FeatureCache(cache_dir).clear()
+    out.print(f"removed {n} feature files")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one red line and exit status 2."""
+    try:
+        rc = app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        err.print(f"[red]error:[/] {rich_escape(str(exc))}", soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err.print("[red]aborted[/]")
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,124 @@
+"""What a protocol receives (``Context``) and returns (``ProtocolOutput``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from .backbone import Backbone
+    from .dataset import Dataset, Split
+    from .specs import BackboneSpec, DatasetSpec, ProtocolSpec
+
+
+@dataclass
+class FeatureSet:
+    """Cached frozen features of one split, aligned with its labels, groups and ids."""
+
+    features: torch.Tensor
+    labels: np.ndarray
+    groups: np.ndarray | None
+    ids: Sequence[str]
+    kind: str
+
+
+@dataclass
+class Predictions:
+    """Per-sample test predictions: enough to recompute every metric.
+
+    ``scores`` is (N, C): softmax probabilities for single-label tasks, per-class
+    probabilities for multi-label. ``labels`` is (N,) or (N, C).
+    """
+
+    ids: Sequence[str]
+    labels: np.ndarray
+    scores: np.ndarray
+    groups: np.ndarray | None = None
+
+
+@dataclass
+class ProtocolOutput:
+    """A protocol's result: test predictions plus what it chose and saw.
+
+    ``selected`` holds hyper-parameters picked on validation; ``extra`` anything worth
+    keeping (curves, per-head validation scores); ``flags`` problems such as ``nan_loss``.
+    """
+
+    predictions: Predictions
+    selected: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+
+class Context:
+    """A protocol's view of one cell: options, seeded RNG, data, cached features, device.
+
+    Protocols call ``ctx.features(split, kind)`` for frozen features (extracted once per
+    run and cached on disk) or ``ctx.backbone()`` for the trainable module.
+    """
+
+    def __init__(self, *, backbone_spec: "BackboneSpec", dataset_spec: "DatasetSpec",
+                 protocol_spec: "ProtocolSpec", options: Mapping[str, Any], seed: int,
+                 device: torch.device, dataset_loader: Callable[[], "Dataset"],
+                 backbone_loader: Callable[[], "Backbone"],
+                 feature_loader: Callable[[str, str], FeatureSet],
+                 log: Callable[[str], None] = lambda message: None) -> None:
+        self.backbone_spec = backbone_spec
+        self.dataset_spec = dataset_spec
+        self.protocol_spec = protocol_spec
+        self.options = dict(options)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.device = device
+        self._dataset_loader = dataset_loader
+        self._backbone_loader = backbone_loader
+        self._feature_loader = feature_loader
+        self.log = log
+        self.timings: dict[str, float] = {}
+
+    @property
+    def dataset(self) -> "Dataset":
+        """The loaded data set (loaded once per run and shared between cells)."""
+        return self._dataset_loader()
+
+    @property
+    def task(self) -> str:
+        """The data set's task type."""
+        return self.dataset.task
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The data set's class names."""
+        return self.dataset.classes
+
+    def split(self, name: str) -> "Split":
+        """A split of the data set (images, labels, groups, ids)."""
+        return self.dataset.split(name)
+
+    def features(self, split: str, kind: str = "default") -> FeatureSet:
+        """Frozen features of ``split`` (from the cache, extracting on a miss)."""
+        return self._feature_loader(split, kind)
+
+    def backbone(self) -> "Backbone":
+        """The loaded backbone, for protocols that train it."""
+        return self._backbone_loader()
+
+    def timer(self, name: str) -> "_Timer":
+        """``with ctx.timer("fit"):`` adds the elapsed seconds to ``ctx.timings[name]``."""
+        return _Timer(self.timings, name)
+
+
+class _Timer:
+    def __init__(self, sink: dict[str, float], name: str) -> None:
+        self.sink, self.name = sink, name
+
+    def __enter__(self) -> "_Timer":
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.sink[self.name] = self.sink.get(self.name, 0.0) + time.perf_counter() - self.start

@@ -1,0 +1,100 @@
+"""Atomic file writes, content hashes and canonical JSON: the building blocks of crash safety."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace, so equal content hashes equally."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+def sha256_text(text: str) -> str:
+    """Hex sha256 of a string."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Hex sha256 of the canonical JSON of ``obj``."""
+    return sha256_text(canonical_json(obj))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_FILE_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file_memo(path: str | os.PathLike) -> str:
+    """``sha256_file`` memoised on (path, size, mtime) for this process: weights are hashed once."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASH_MEMO:
+        _FILE_HASH_MEMO[key] = sha256_file(path)
+    return _FILE_HASH_MEMO[key]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success fsync it and rename it into place.
+
+    A process killed at any moment leaves either the old file or the new one, never a torn
+    file: ``os.replace`` is atomic within one file system.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, target)
+        _fsync_dir(target.parent)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text atomically (temporary file, fsync, rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
+    """Let ``writer(tmp_path)`` write a file, then move it into place atomically."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Pretty, sorted, atomic JSON (stable diffs for result records)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")

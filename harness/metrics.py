@@ -1,0 +1,240 @@
+"""Metrics from stored predictions, with bootstrap confidence intervals.
+
+Point estimates come from scikit-learn. The bootstrap needs each metric thousands of times,
+which scikit-learn cannot do in one call, so each metric also has a weighted, vectorised
+form: a bootstrap resample is a vector of sample multiplicities, and all resamples are
+computed at once as matrix operations. Tests check that every vectorised form equals
+scikit-learn's value on the full sample and on resamples. Where patient ids exist the
+bootstrap resamples patients, not images, because images of one patient are correlated.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+
+import numpy as np
+from sklearn import metrics as skm
+
+DEFAULT_RESAMPLES = 1000
+
+
+# ---------------------------------------------------------------- scikit-learn point estimates
+def _sk_auroc_columns(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    out = np.full(y.shape[1], np.nan)
+    for c in range(y.shape[1]):
+        if 0 < y[:, c].sum() < len(y):
+            out[c] = skm.roc_auc_score(y[:, c], s[:, c])
+    return out
+
+
+def _sk_auprc_columns(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    out = np.full(y.shape[1], np.nan)
+    for c in range(y.shape[1]):
+        if y[:, c].sum() > 0:
+            out[c] = skm.average_precision_score(y[:, c], s[:, c])
+    return out
+
+
+def point_metrics(task: str, labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Every metric that applies to ``task``, computed by scikit-learn on the full sample.
+
+    ``scores`` is (N, C): class probabilities (softmax) or, for multi-label, per-class
+    probabilities. Binary tasks use column 1 as the positive class.
+    """
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    n_classes = scores.shape[1]
+    out: dict[str, float] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if task == "multilabel":
+            y = labels.astype(int)
+            auc = _sk_auroc_columns(y, scores)
+            out["auroc"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else math.nan
+            ap = _sk_auprc_columns(y, scores)
+            out["auprc"] = float(np.nanmean(ap)) if np.isfinite(ap).any() else math.nan
+            out["f1_macro"] = float(skm.f1_score(y, (scores >= 0.5).astype(int), average="macro", zero_division=0))
+            return out
+        y = labels.astype(int).ravel()
+        pred = scores.argmax(1)
+        onehot = np.eye(n_classes, dtype=int)[y]
+        auc = _sk_auroc_columns(onehot, scores)
+        if task == "binary":
+            out["auroc"] = float(auc[1])
+            out["auprc"] = float(skm.average_precision_score(y, scores[:, 1])) if 0 < y.sum() < len(y) else math.nan
+        else:
+            out["auroc"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else math.nan
+            ap = _sk_auprc_columns(onehot, scores)
+            out["auprc"] = float(np.nanmean(ap)) if np.isfinite(ap).any() else math.nan
+        out["accuracy"] = float(skm.accuracy_score(y, pred))
+        out["balanced_accuracy"] = float(skm.balanced_accuracy_score(y, pred))
+        out["f1_macro"] = float(skm.f1_score(y, pred, labels=list(range(n_classes)), average="macro", zero_division=0))
+        out["kappa"] = float(skm.cohen_kappa_score(y, pred, labels=list(range(n_classes)),
+                                                   weights="quadratic" if task == "ordinal" else None))
+    return out
+
+
+# ---------------------------------------------------------------- weighted, vectorised forms
+def _level_sums(sorted_w: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    return np.add.reduceat(sorted_w, starts, axis=1)
+
+
+def weighted_auroc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUROC of binary ``y`` vs scores ``s`` under each row of weights ``w`` (B, N); ties count half."""
+    order = np.argsort(s, kind="stable")
+    ss = s[order]
+    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+    pos = _level_sums(w[:, order] * y[order], starts)
+    neg = _level_sums(w[:, order] * (1 - y[order]), starts)
+    below = np.cumsum(neg, axis=1) - neg
+    num = (pos * (below + 0.5 * neg)).sum(1)
+    den = pos.sum(1) * neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def weighted_average_precision(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Average precision (scikit-learn's step-wise definition) under each row of weights."""
+    order = np.argsort(-s, kind="stable")
+    ss = s[order]
+    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+    tp = np.cumsum(_level_sums(w[:, order] * y[order], starts), axis=1)
+    fp = np.cumsum(_level_sums(w[:, order] * (1 - y[order]), starts), axis=1)
+    total = tp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / np.where(tp + fp > 0, tp + fp, 1), 0.0)
+        recall_step = np.diff(np.concatenate([np.zeros_like(total), tp], axis=1), axis=1) / np.where(total > 0, total, 1)
+        ap = (recall_step * precision).sum(1)
+    return np.where(total[:, 0] > 0, ap, np.nan)
+
+
+def _confusions(y: np.ndarray, pred: np.ndarray, w: np.ndarray, n_classes: int) -> np.ndarray:
+    idx = y * n_classes + pred
+    onehot = np.zeros((len(y), n_classes * n_classes))
+    onehot[np.arange(len(y)), idx] = 1.0
+    return (w @ onehot).reshape(len(w), n_classes, n_classes)
+
+
+def _from_confusion(conf: np.ndarray, ordinal: bool) -> dict[str, np.ndarray]:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total = conf.sum((1, 2))
+        diag = np.diagonal(conf, axis1=1, axis2=2)
+        support, predicted = conf.sum(2), conf.sum(1)
+        recall = np.where(support > 0, diag / np.where(support > 0, support, 1), np.nan)
+        balanced = np.nanmean(recall, axis=1)
+        f1_den = support + predicted
+        f1 = np.where(f1_den > 0, 2 * diag / np.where(f1_den > 0, f1_den, 1), 0.0)
+        c = conf.shape[1]
+        i, j = np.meshgrid(np.arange(c), np.arange(c), indexing="ij")
+        weights = ((i - j) ** 2).astype(float) if ordinal else (i != j).astype(float)
+        expected = support[:, :, None] * predicted[:, None, :] / np.where(total > 0, total, 1)[:, None, None]
+        num = (weights * conf).sum((1, 2))
+        den = (weights * expected).sum((1, 2))
+        kappa = np.where(den > 0, 1 - num / np.where(den > 0, den, 1), np.nan)
+    return {"accuracy": diag.sum(1) / total, "balanced_accuracy": balanced, "f1_macro": f1.mean(1), "kappa": kappa}
+
+
+def weighted_metrics(task: str, labels: np.ndarray, scores: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
+    """Every metric of ``task`` for each row of weights ``w`` (B, N), vectorised."""
+    scores = np.asarray(scores, dtype=np.float64)
+    n_classes = scores.shape[1]
+    if task == "multilabel":
+        y = np.asarray(labels).astype(float)
+        auc = np.stack([weighted_auroc(y[:, c], scores[:, c], w) for c in range(n_classes)], 1)
+        ap = np.stack([weighted_average_precision(y[:, c], scores[:, c], w) for c in range(n_classes)], 1)
+        pred = (scores >= 0.5).astype(float)
+        tp = w @ (y * pred)
+        f1_den = w @ y + w @ pred
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(f1_den > 0, 2 * tp / np.where(f1_den > 0, f1_den, 1), 0.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return {"auroc": np.nanmean(auc, 1), "auprc": np.nanmean(ap, 1), "f1_macro": f1.mean(1)}
+    y = np.asarray(labels).astype(int).ravel()
+    out: dict[str, np.ndarray] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if task == "binary":
+            yb = (y == 1).astype(float)
+            out["auroc"] = weighted_auroc(yb, scores[:, 1], w)
+            out["auprc"] = weighted_average_precision(yb, scores[:, 1], w)
+        else:
+            onehot = np.eye(n_classes)[y]
+            auc = np.stack([weighted_auroc(onehot[:, c], scores[:, c], w) for c in range(n_classes)], 1)
+            ap = np.stack([weighted_average_precision(onehot[:, c], scores[:, c], w) for c in range(n_classes)], 1)
+            out["auroc"], out["auprc"] = np.nanmean(auc, 1), np.nanmean(ap, 1)
+        out.update(_from_confusion(_confusions(y, scores.argmax(1), w, n_classes), ordinal=task == "ordinal"))
+    return out
+
+
+# ---------------------------------------------------------------- bootstrap
+def bootstrap_weights(n: int, resamples: int, rng: np.random.Generator,
+                      groups: np.ndarray | None = None) -> np.ndarray:
+    """(resamples, n) multiplicities: samples drawn with replacement, or whole groups if given."""
+    if groups is None:
+        return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    g = inverse.max() + 1
+    counts = rng.multinomial(g, np.full(g, 1.0 / g), size=resamples).astype(np.float64)
+    return counts[:, inverse]
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """A point estimate with its 95% percentile-bootstrap interval."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+
+    def as_dict(self) -> dict[str, float | None]:
+        """JSON-ready, with NaN as ``None``."""
+        f = lambda v: None if v is None or not math.isfinite(v) else round(float(v), 6)  # noqa: E731
+        return {"value": f(self.value), "ci_low": f(self.ci_low), "ci_high": f(self.ci_high)}
+
+
+def evaluate(task: str, labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None,
+             resamples: int = DEFAULT_RESAMPLES, seed: int = 0, chunk: int = 250) -> dict[str, MetricValue]:
+    """All metrics of ``task`` with 95% bootstrap CIs (patients resampled when ``groups`` is given)."""
+    points = point_metrics(task, labels, scores)
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[np.ndarray]] = {k: [] for k in points}
+    done = 0
+    while done < resamples:
+        b = min(chunk, resamples - done)
+        w = bootstrap_weights(len(labels), b, rng, groups)
+        for k, v in weighted_metrics(task, labels, scores, w).items():
+            if k in draws:
+                draws[k].append(v)
+        done += b
+    out = {}
+    for k, v in points.items():
+        sample = np.concatenate(draws[k]) if draws[k] else np.array([])
+        sample = sample[np.isfinite(sample)]
+        lo, hi = (np.percentile(sample, [2.5, 97.5]) if len(sample) else (math.nan, math.nan))
+        out[k] = MetricValue(v, float(lo), float(hi))
+    return out
+
+
+# ---------------------------------------------------------------- guards
+def degenerate_flags(task: str, labels: np.ndarray, scores: np.ndarray,
+                     metrics: dict[str, MetricValue]) -> list[str]:
+    """Reasons not to rank a result as if it were fine (empty when it is fine)."""
+    flags = []
+    scores = np.asarray(scores)
+    if not np.isfinite(scores).all():
+        flags.append("non_finite_scores")
+    if task == "multilabel":
+        rates = (scores >= 0.5).mean(0)
+        if np.all((rates == 0) | (rates == 1)) and len(np.unique(scores.round(6), axis=0)) <= 1:
+            flags.append("collapsed_predictions")
+    elif len(np.unique(scores.argmax(1))) <= 1:
+        flags.append("collapsed_predictions")
+    auc = metrics.get("auroc")
+    if auc is not None and math.isfinite(auc.ci_low) and auc.ci_low <= 0.5 <= auc.ci_high:
+        flags.append("chance_auroc")
+    return flags
+
+

@@ -17,7 +17,9 @@ root = "../shared/assets/medmnist"
 epochs = 50
 ```
 Option tables are keyed by a spec name or a glob pattern; every matching table applies,
-more specific (longer) patterns last.
+more specific (longer) patterns last. Relative paths written in the file (``results_dir``,
+``cache_dir``, ``leaderboard``, and plugin options such as ``root`` or ``weights``) are
+relative to the file's folder; everything else is relative to the working directory.
 """
 
 from __future__ import annotations
@@ -90,12 +92,14 @@ def load_config(path: str | Path) -> RunConfig:
         raise UserError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"config file {path} is not valid TOML: {exc}") from None
-    config = RunConfig(base_dir=str(path.parent.resolve()))
+    config = RunConfig()
+    base = path.parent.resolve()
     for key, value in data.items():
         if key in OPTION_KINDS:
             if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
                 raise UserError(f"{path}: [{key}] must hold tables such as [{key}.\"NAME\"]")
-            config.options[key] = {name: dict(opts) for name, opts in value.items()}
+            config.options[key] = {name: {k: _resolve_path_option(k, v, base) for k, v in opts.items()}
+                                   for name, opts in value.items()}
         elif key in _SCALARS:
             expected = type(getattr(RunConfig(), key))
             if key in ("backbones", "datasets", "protocols"):
@@ -103,15 +107,28 @@ def load_config(path: str | Path) -> RunConfig:
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise UserError(f"{path}: {key} must be a list of name patterns")
             elif key in ("resize", "cache_dir") and (value is None or isinstance(value, str)):
-                pass
+                value = _resolve_path_option(key, value, base) if key == "cache_dir" else value
             elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise UserError(f"{path}: {key} must be {expected.__name__}, not {type(value).__name__}")
+            if key in ("results_dir", "leaderboard"):
+                value = _resolve_path_option(key, value, base)
             setattr(config, key, value)
         else:
             close = [k for k in sorted(_SCALARS | set(OPTION_KINDS)) if k.startswith(key[:3])]
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise UserError(f"{path}: unknown key {key!r}{hint}")
     return config
+
+
+PATH_KEYS = ("root", "weights", "results_dir", "cache_dir", "leaderboard")
+
+
+def _resolve_path_option(key: str, value: Any, base: Path) -> Any:
+    """Make a relative path option absolute against the config file's folder."""
+    is_path = key in PATH_KEYS or key.endswith(("_path", "_file", "_dir"))
+    if is_path and isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+        return str(base / value)
+    return value
 
 
 def parse_override(text: str) -> tuple[str, str, str, Any]:

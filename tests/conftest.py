@@ -1,0 +1,57 @@
+"""Shared fixtures: registries built without entry points, tiny run configs, real assets."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from medfm.config import RunConfig
+from medfm.plugins import make_plugin_manager
+from medfm.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_ASSETS = ROOT.parent / "shared" / "assets"
+FIRST_PARTY = [
+    "medfm_plugins.backbones.timm_family", "medfm_plugins.backbones.torchvision_models",
+    "medfm_plugins.backbones.efficientnet_lite", "medfm_plugins.datasets.synthetic_cxr",
+    "medfm_plugins.datasets.medmnist", "medfm_plugins.protocols.knn", "medfm_plugins.protocols.linear_probe",
+]
+
+
+def build_registry(*extra: object) -> Registry:
+    """First-party plugin modules plus test plugins, registered directly (no entry points)."""
+    pm = make_plugin_manager()
+    for name in FIRST_PARTY:
+        pm.register(importlib.import_module(name), name=name.rsplit(".", 1)[-1])
+    for i, plugin in enumerate(extra):
+        pm.register(plugin, name=getattr(plugin, "plugin_name", f"test_plugin_{i}"))
+    return Registry.from_plugin_manager(pm)
+
+
+@pytest.fixture
+def registry_factory():
+    """``registry_factory(TestPlugin(), ...)`` -> Registry."""
+    return build_registry
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> RunConfig:
+    """A fast run: tiny random timm models on a small synthetic set."""
+    cfg = RunConfig(
+        backbones=["random/test_vit@64", "random/test_resnet@64"], datasets=["synthetic/cxr-nodules"],
+        protocols=["knn", "linear_probe"], results_dir=str(tmp_path / "results"),
+        cache_dir=str(tmp_path / "cache"), leaderboard=str(tmp_path / "leaderboard.md"), bootstrap=200,
+        batch_size=32, device="cpu")
+    cfg.options["dataset"]["synthetic/cxr-nodules"] = {"patients": 40, "size": 64}
+    cfg.options["protocol"]["linear_probe"] = {"epochs": 10, "lrs": [1e-3, 1e-2], "weight_decays": [0.0, 1e-3]}
+    return cfg
+
+
+@pytest.fixture
+def shared_assets() -> Path:
+    """``../shared/assets``; tests using it skip with a reason when it is absent."""
+    if not SHARED_ASSETS.is_dir():
+        pytest.skip(f"real assets not found at {SHARED_ASSETS} (CI has them; a user's clone may not)")
+    return SHARED_ASSETS

@@ -24,6 +24,7 @@ relative to the file's folder; everything else is relative to the working direct
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import sys
 from dataclasses import dataclass, field, fields, replace
@@ -154,6 +155,7 @@ def with_overrides(config: RunConfig, **flags: Any) -> RunConfig:
         if key in updates and not updates[key]:
             del updates[key]
     config = replace(config, **updates)
+    config.options = copy.deepcopy(config.options)
     for item in flags.get("set") or []:
         kind, name, key, value = parse_override(item)
         config.options.setdefault(kind, {}).setdefault(name, {})[key] = value

@@ -348,13 +348,13 @@ class Runner:
         if key not in self._features:
             tensors = self.cache.get(key)
             if tensors is None:
-                self._extract_missing(cell, backbone, dataset, split, [kind, *planned], ctx)
+                self._extract_missing(cell, backbone, dataset, split, [kind, *planned], ctx, known_missing=kind)
             else:
                 self._features[key] = FeatureSet(tensors["features"], data.labels, data.groups, data.ids, kind)
         return self._features[key]
 
     def _extract_missing(self, cell: Cell, backbone: Backbone, dataset: Dataset, split: str,
-                         kinds: Iterable[str], ctx: Context) -> None:
+                         kinds: Iterable[str], ctx: Context, known_missing: str | None = None) -> None:
         data = dataset.split(split)
         wanted: dict[str, dict] = {}
         for k in kinds:
@@ -366,7 +366,7 @@ class Runner:
             key = feature_key(parts)
             if key in self._features or k in wanted:
                 continue
-            cached = self.cache.get(key)
+            cached = None if k == known_missing else self.cache.get(key)
             if cached is not None:
                 self._features[key] = FeatureSet(cached["features"], data.labels, data.groups, data.ids, k)
             else:

@@ -56,7 +56,8 @@ class BackboneSpec:
     def at_resolution(self, size: int) -> "BackboneSpec":
         """The same backbone run at another input resolution (``name@size``)."""
         base = self.name.split("@", 1)[0]
-        return replace(self, name=f"{base}@{size}", input_size=size)
+        # params=None: absolute position embeddings change size with the resolution
+        return replace(self, name=f"{base}@{size}", input_size=size, params=None if size != self.input_size else self.params)
 
     def metadata(self) -> dict[str, Any]:
         """JSON-ready metadata (no factory)."""

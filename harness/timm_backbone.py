@@ -23,6 +23,9 @@ def preprocessing_from_timm(model: nn.Module, size: int | None = None, resize: s
     """The model's own pretrained mean, std, interpolation and resolution."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     default = cfg.get("input_size", (3, 224, 224))[-1]
+    built = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if built and not getattr(model, "dynamic_img_size", False):
+        default = int(built[0])  # the model was built at this resolution
     interp = cfg.get("interpolation", "bicubic")
     return Preprocessing(size=size or default, mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
                          std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
@@ -46,7 +49,9 @@ class TimmBackbone(Backbone):
             has_cls = bool(getattr(model, "cls_token", None) is not None)
             self.feature_dims = {"mean_patch": d, "patch_map": d, "pooled": d}
             if has_cls:
-                self.feature_dims.update({"cls": d, "cls_mean_patch": 2 * d, "last4_cls": 4 * d})
+                self.feature_dims.update({"cls": d, "cls_mean_patch": 2 * d})
+                if len(model.blocks) >= 4:
+                    self.feature_dims["last4_cls"] = 4 * d
             self.default_kind = "cls" if has_cls else "mean_patch"
             self.attention_projections = ("attn.qkv", "attn.proj")
         else:

@@ -108,11 +108,12 @@ def test_pretrained_beats_random_on_the_default_synthetic_set(tmp_path):
 
 @pytest.mark.slow
 def test_real_dinov2_and_mobilenet_beat_random_on_breastmnist(shared_assets, tmp_path):
-    """Real DINOv2-S and MobileNetV2 weights vs random initialisation, kNN and linear probe."""
+    """Real DINOv2-S (at 112 px, to fit CPU time) and MobileNetV2 (at its native 224 px) weights vs
+    the same architectures randomly initialised, with kNN and the linear probe."""
     weights = shared_assets / "weights"
     cfg = RunConfig(
         backbones=["timm/vit_small_patch14_dinov2@112", "random/vit_small_patch14_dinov2@112",
-                   "torchvision/mobilenet_v2@112", "random/mobilenetv2_100@112"],
+                   "torchvision/mobilenet_v2", "random/mobilenetv2_100"],
         datasets=["medmnist/breastmnist"], protocols=["knn", "linear_probe"], device="cpu",
         results_dir=str(tmp_path / "r"), cache_dir=str(tmp_path / "c"), leaderboard=str(tmp_path / "lb.md"))
     cfg.options["backbone"] = {
@@ -124,9 +125,9 @@ def test_real_dinov2_and_mobilenet_beat_random_on_breastmnist(shared_assets, tmp
     value = {(o.cell.backbone.name, o.cell.protocol.name): o.value for o in outcomes}
     for protocol in ("knn", "linear_probe"):
         for real, rand in (("timm/vit_small_patch14_dinov2@112", "random/vit_small_patch14_dinov2@112"),
-                           ("torchvision/mobilenet_v2@112", "random/mobilenetv2_100@112")):
+                           ("torchvision/mobilenet_v2", "random/mobilenetv2_100")):
             assert value[(real, protocol)] > 0.75, (real, protocol, value)
-            assert value[(real, protocol)] - value[(rand, protocol)] > 0.05, (real, rand, protocol, value)
+            assert value[(real, protocol)] - value[(rand, protocol)] > 0.08, (real, rand, protocol, value)
     record = load_record(outcomes[0].record_path, verify=True)
     assert record["dataset"]["split_sizes"] == {"train": 546, "val": 78, "test": 156}
     assert record["backbone"]["weights_sha256"]

@@ -246,3 +246,15 @@ def test_is_stale(tmp_path):
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("0.700", "0.900"), encoding="utf-8")
     assert lb.is_stale(path, records)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: splice() appends a fresh block when END is missing, leaving the stray "
+                                       "START; the next update then replaces everything from the stray START, "
+                                       "deleting hand-written text")
+def test_stray_start_marker_never_deletes_hand_written_text(tmp_path):
+    path = tmp_path / "leaderboard.md"
+    path.write_text(HAND_BEFORE + lb.START + "\nHand-written text after a lost END marker.\n", encoding="utf-8")
+    records = [make_record("net", "d1", "knn", 0.7)]
+    lb.update_file(path, records)
+    lb.update_file(path, records + [make_record("net2", "d1", "knn", 0.6)])
+    assert "Hand-written text after a lost END marker." in path.read_text(encoding="utf-8")

@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import UserError
 from .io import atomic_write_text
 
 START = "<!-- medfm:leaderboard:start -->"
@@ -95,10 +96,14 @@ def render(records: Iterable[dict[str, Any]]) -> str:
 def splice(document: str, body: str) -> str:
     """Replace the marked region of ``document`` with ``body`` (appending markers if absent)."""
     block = f"{START}\n{body}\n{END}"
-    if START in document and END in document and document.index(START) < document.index(END):
-        before = document[: document.index(START)]
-        after = document[document.index(END) + len(END):]
-        return before + block + after
+    if END in document:
+        end = document.index(END)
+        start = document.rfind(START, 0, end)
+        if start >= 0:
+            return document[:start] + block + document[end + len(END):]
+    if START in document or END in document:
+        raise UserError(f"the leaderboard file has an unbalanced {START if START in document else END} marker; "
+                        "fix the markers by hand so that hand-written text is not lost")
     sep = "" if not document or document.endswith("\n\n") else ("\n" if document.endswith("\n") else "\n\n")
     return document + sep + block + "\n"
 

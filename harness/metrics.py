@@ -159,7 +159,8 @@ def weighted_metrics(task: str, labels: np.ndarray, scores: np.ndarray, w: np.nd
         if task == "binary":
             yb = (y == 1).astype(float)
             out["auroc"] = weighted_auroc(yb, scores[:, 1], w)
-            out["auprc"] = weighted_average_precision(yb, scores[:, 1], w)
+            ap = weighted_average_precision(yb, scores[:, 1], w)
+            out["auprc"] = np.where(w @ (1 - yb) > 0, ap, np.nan)  # as scikit-learn: undefined without negatives
         else:
             onehot = np.eye(n_classes)[y]
             auc = np.stack([weighted_auroc(onehot[:, c], scores[:, c], w) for c in range(n_classes)], 1)

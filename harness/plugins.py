@@ -91,13 +91,17 @@ def load_entry_point_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
             seen.add(ep.name)
         except Exception as exc:  # a broken plugin must not break the CLI or other plugins
             info.errors.append(f"failed to load: {_one_line(exc)}{_where(exc)}")
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        bad = getattr(exc, "plugin", None)
-        name = pm.get_name(bad) if bad is not None else None
-        for info in infos:
-            if info.name == name:
-                info.errors.append(f"misspelled hook: {_one_line(exc)}")
-                pm.unregister(bad)
+    for _ in range(len(infos) + 1):  # each failure unregisters one plugin; check again for the next
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:
+            bad = getattr(exc, "plugin", None)
+            if bad is None:
+                break
+            name = pm.get_name(bad)
+            for info in infos:
+                if info.name == name:
+                    info.errors.append(f"misspelled hook: {_one_line(exc)}")
+            pm.unregister(bad)
     return infos

@@ -7,6 +7,7 @@ from it, so a submitted record cannot claim numbers its predictions do not suppo
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -23,7 +24,7 @@ import numpy as np
 from .context import Predictions
 from .errors import UserError
 from .io import atomic_path, sha256_file, write_json
-from .metrics import point_metrics
+from .metrics import degenerate_flags, point_metrics
 
 SCHEMA_VERSION = 1
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@=+-]+")
@@ -32,6 +33,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._@=+-]+")
 def safe_name(name: str) -> str:
     """A file-system-safe version of a spec name (``timm/vit_b@448`` -> ``timm--vit_b@448``)."""
     cleaned = _UNSAFE.sub("_", name.replace("/", "--")).strip("._") or "_"
+    if cleaned != name.replace("/", "--") or "--" in name:
+        # the mapping was lossy: a short hash of the real name keeps distinct names distinct
+        cleaned = f"{cleaned[:140]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     return cleaned[:150]
 
 
@@ -125,7 +129,21 @@ def verify_predictions(path: Path, record: dict[str, Any], tolerance: float = 1e
     preds = read_predictions(pred_path)
     if len(preds.ids) != pointer["n"]:
         raise RecordError(f"{path}: record says {pointer['n']} predictions, file has {len(preds.ids)}")
-    recomputed = point_metrics(record["dataset"]["task"], preds.labels, preds.scores)
+    task = record["dataset"].get("task")
+    if task is None:
+        raise RecordError(f"{path}: dataset.task is missing, so its metrics cannot be checked")
+    try:
+        recomputed = point_metrics(task, preds.labels, preds.scores)
+    except Exception as exc:
+        raise RecordError(f"{path}: metrics cannot be recomputed from {pointer['file']}: {exc}") from None
+    unknown = sorted(set(record["metrics"]) - set(recomputed))
+    if unknown:
+        raise RecordError(f"{path}: metrics {unknown} cannot be recomputed from the predictions for a {task} task")
+    if record.get("primary_metric") not in recomputed:
+        raise RecordError(f"{path}: primary metric {record.get('primary_metric')!r} is not a {task} metric")
+    if "collapsed_predictions" in degenerate_flags(task, preds.labels, preds.scores, {}) and \
+            "collapsed_predictions" not in (record.get("flags") or []):
+        raise RecordError(f"{path}: its predictions collapse to one class but the record lacks that flag")
     for name, claimed in record["metrics"].items():
         value = claimed.get("value")
         if name in recomputed and value is not None and math.isfinite(recomputed[name]):

@@ -254,6 +254,8 @@ class Runner:
             raise TypeError(f"protocol {cell.protocol.name!r} returned {type(output).__name__}, not ProtocolOutput")
         total = time.perf_counter() - start
         preds = output.predictions
+        # metrics from exactly the float32 scores that are stored, so the record verifies
+        preds.scores = np.asarray(preds.scores, dtype=np.float32).astype(np.float64)
         groups = preds.groups if preds.groups is not None else None
         metrics = evaluate(dataset.task, preds.labels, preds.scores, groups=groups,
                            resamples=self.config.bootstrap, seed=seed)

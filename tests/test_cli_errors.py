@@ -77,8 +77,6 @@ def test_unknown_list_kind(capsys):
     assert "'foo'" in line and "backbones" in line
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a non-UTF-8 config file escapes as UnicodeDecodeError (traceback) "
-                                       "instead of a one-line user error")
 def test_non_utf8_config_is_a_user_error(capsys, tmp_path):
     (tmp_path / "latin1.toml").write_bytes('device = "cpu"  # caf\xe9\n'.encode("latin-1"))
     line = assert_one_line_user_error(*run_cli(["run", "--config", "latin1.toml"], capsys))

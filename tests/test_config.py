@@ -190,8 +190,6 @@ def test_missing_file_is_user_error(tmp_path):
         load_config(path)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load_config only catches FileNotFoundError and TOMLDecodeError; a "
-                                       "non-UTF-8 file raises UnicodeDecodeError (a traceback in the CLI)")
 def test_non_utf8_file_is_user_error(tmp_path):
     path = tmp_path / "latin1.toml"
     path.write_bytes('device = "cpu"  # caf\xe9\n'.encode("latin-1"))
@@ -199,7 +197,6 @@ def test_non_utf8_file_is_user_error(tmp_path):
         load_config(path)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load_config on a directory raises IsADirectoryError, not UserError")
 def test_directory_instead_of_file_is_user_error(tmp_path):
     with pytest.raises(UserError):
         load_config(tmp_path)

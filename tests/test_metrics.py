@@ -68,8 +68,6 @@ def test_integer_weights_equal_sklearn_on_repeated_sample(task, ties):
         assert_metrics_equal({k: float(v[b]) for k, v in weighted.items()}, expected)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: binary point_metrics returns NaN AUPRC when there are no negatives, "
-                                       "but weighted_average_precision returns 1.0 for such a resample")
 def test_binary_resample_without_negatives_matches_point_metrics():
     labels, scores = random_task("binary", n=30, seed=3)
     w = (labels == 1).astype(float)[None]  # a resample that drew only positives

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import numpy as np
+
+from medfm.metrics import degenerate_flags
 import pytest
 
 from medfm.context import Predictions
@@ -67,8 +69,6 @@ def test_safe_name_keeps_readable_names():
         assert safe_name(name) == name
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: safe_name is not injective ('a/b' and 'a--b', 'x y' and 'x_y' share "
-                                       "a file), so two distinct cells can overwrite each other's records")
 def test_distinct_names_get_distinct_files():
     for a, b in [("a/b", "a--b"), ("x y", "x_y")]:
         assert safe_name(a) != safe_name(b)
@@ -207,9 +207,6 @@ def test_verify_tolerates_rounding_of_stored_metrics(tmp_path):
     load_record(path, verify=True)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: verify_predictions reads record['dataset']['task'], which the schema "
-                                       "does not require; a schema-valid record without it raises KeyError, "
-                                       "not RecordError (and iter_records/`medfm leaderboard` crash)")
 def test_verify_record_without_task_is_a_record_error(tmp_path):
     path, record = ok_record(tmp_path, binary_predictions())
     del record["dataset"]["task"]
@@ -218,24 +215,21 @@ def test_verify_record_without_task_is_a_record_error(tmp_path):
         load_record(path, verify=True)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the runner computes metrics from float64 scores but "
-                                       "write_predictions stores float32; near-ties collapse, so verification "
-                                       "rejects an honest record")
 def test_honest_record_from_float64_scores_verifies(tmp_path):
-    # what Runner._execute does: metrics from the protocol's float64 predictions, then store them
+    # what Runner._execute does: round scores to the stored float32, compute metrics and flags, store
     n = 40
     labels = np.r_[np.zeros(n // 2, int), np.ones(n // 2, int)]
     p = 0.5 + (2 * labels - 1) * 1e-12 * (1 + np.arange(n))  # separable, but only beyond float32 precision
-    preds = Predictions(ids=[str(i) for i in range(n)], labels=labels, scores=np.c_[1 - p, p])
+    scores = np.c_[1 - p, p].astype(np.float32).astype(np.float64)
+    preds = Predictions(ids=[str(i) for i in range(n)], labels=labels, scores=scores)
     metrics = evaluate("binary", preds.labels, preds.scores, resamples=20)
     path, record = ok_record(tmp_path, preds)
     record["metrics"] = {k: v.as_dict() for k, v in metrics.items()}
+    record["flags"] = degenerate_flags("binary", preds.labels, preds.scores, metrics)
     write_record(path, record)
     load_record(path, verify=True)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: verify_predictions skips metrics it cannot recompute, so a record can "
-                                       "rank on an invented primary metric its predictions never supported")
 def test_verify_rejects_unverifiable_primary_metric(tmp_path):
     path, record = ok_record(tmp_path, binary_predictions())
     record["metrics"]["auroc_v2"] = {"value": 0.999, "ci_low": 0.998, "ci_high": 1.0}

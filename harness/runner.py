@@ -270,7 +270,8 @@ class Runner:
                 "weights_source": backbone.weights_source, "preprocessing": backbone.preprocessing.as_dict(),
                 "feature_kind": ",".join(used_kinds) or None})
         record["dataset"] = {**base["dataset"], "fingerprint": dataset.fingerprint,
-                             "split_sizes": {s: len(dataset.split(s)) for s in dataset.split_names}}
+                             "split_sizes": {s: len(dataset.split(s)) for s in dataset.split_names},
+                             "info": _jsonable(dataset.info)}
         extraction = ctx.timings.pop("extraction", 0.0)
         timings = {"extraction_s": round(extraction, 3), "fit_s": round(max(0.0, total - extraction), 3),
                    "total_s": round(time.perf_counter() - start, 3),

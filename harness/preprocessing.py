@@ -101,7 +101,7 @@ def _as_float_chw(image: Any) -> torch.Tensor:
     if isinstance(image, Image.Image):
         if image.mode not in ("L", "RGB", "RGBA", "I;16", "I", "F"):
             image = image.convert("RGB")
-        image = np.asarray(image)
+        image = np.array(image)  # a writable copy: PIL's buffer is read-only
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = arr[None]

@@ -68,11 +68,8 @@ def _load(spec: BackboneSpec, weights: str | None = None, **options: Any) -> Tim
         sha, source = sha256_file_memo(path), f"local file {path}"
     preprocessing = Preprocessing(size=spec.input_size, mean=spec.mean, std=spec.std,
                                   interpolation=spec.interpolation, resize="resize")
-    backbone = TimmBackbone(model.eval(), preprocessing, weights_sha256=sha, weights_source=source)
-    # TimmBackbone offers last4_cls to every ViT with a class token, but timm needs >= 4 blocks for it.
-    if len(model.blocks) < 4:
-        backbone.feature_dims.pop("last4_cls", None)
-    return backbone
+    # TimmBackbone leaves out last4_cls here by itself: this model has fewer than 4 blocks
+    return TimmBackbone(model.eval(), preprocessing, weights_sha256=sha, weights_source=source)
 
 
 @hookimpl

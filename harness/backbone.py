@@ -23,6 +23,10 @@ FEATURE_KINDS: dict[str, str] = {
 }
 
 
+class UnsupportedFeatureKind(ValueError):
+    """A protocol asked for a feature kind the backbone does not offer (e.g. ``cls`` of a CNN)."""
+
+
 class Backbone(abc.ABC):
     """A model ready to encode images.
 
@@ -55,8 +59,8 @@ class Backbone(abc.ABC):
         """``"default"`` to this backbone's default kind; an unsupported kind raises."""
         kind = self.default_kind if kind == "default" else kind
         if kind not in self.feature_dims:
-            raise ValueError(f"feature kind {kind!r} is not offered by this backbone; "
-                             f"it offers {sorted(self.feature_dims)}")
+            raise UnsupportedFeatureKind(f"feature kind {kind!r} is not offered by this backbone; "
+                                         f"it offers {sorted(self.feature_dims)}")
         return kind
 
     @property

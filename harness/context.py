@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -59,6 +60,11 @@ class Context:
 
     Protocols call ``ctx.features(split, kind)`` for frozen features (extracted once per
     run and cached on disk) or ``ctx.backbone()`` for the trainable module.
+
+    ``work_dir`` is the cell's own scratch folder (``results/<backbone>/<dataset>/<protocol>.work/``,
+    created on first use by the protocol), kept across runs so a killed training cell can
+    resume from its checkpoints; ``None`` when the caller gives none. ``artifact_path``
+    names files beside the cell's record (e.g. a training-curve PNG).
     """
 
     def __init__(self, *, backbone_spec: "BackboneSpec", dataset_spec: "DatasetSpec",
@@ -66,7 +72,8 @@ class Context:
                  device: torch.device, dataset_loader: Callable[[], "Dataset"],
                  backbone_loader: Callable[[], "Backbone"],
                  feature_loader: Callable[[str, str], FeatureSet],
-                 log: Callable[[str], None] = lambda message: None) -> None:
+                 log: Callable[[str], None] = lambda message: None,
+                 work_dir: Path | None = None, record_path: Path | None = None) -> None:
         self.backbone_spec = backbone_spec
         self.dataset_spec = dataset_spec
         self.protocol_spec = protocol_spec
@@ -79,6 +86,8 @@ class Context:
         self._feature_loader = feature_loader
         self.log = log
         self.timings: dict[str, float] = {}
+        self.work_dir = Path(work_dir) if work_dir is not None else None
+        self.record_path = Path(record_path) if record_path is not None else None
 
     @property
     def dataset(self) -> "Dataset":
@@ -106,6 +115,12 @@ class Context:
     def backbone(self) -> "Backbone":
         """The loaded backbone, for protocols that train it."""
         return self._backbone_loader()
+
+    def artifact_path(self, suffix: str) -> Path | None:
+        """``<record stem><suffix>`` beside the cell's record (``None`` without a record path)."""
+        if self.record_path is None:
+            return None
+        return self.record_path.with_name(self.record_path.stem + suffix)
 
     def timer(self, name: str) -> "_Timer":
         """``with ctx.timer("fit"):`` adds the elapsed seconds to ``ctx.timings[name]``."""

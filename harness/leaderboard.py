@@ -89,7 +89,8 @@ def render(records: Iterable[dict[str, Any]]) -> str:
               "and ranked below complete rows.")
     if any_flag:
         legend += (f" {FLAG_MARK} marks a degenerate result (predictions collapsed to one class, an AUROC "
-                   "interval containing 0.5, or a NaN loss): shown, but not counted in the mean.")
+                   "interval containing 0.5 or below it, a NaN loss, or non-finite features or scores): "
+                   "shown, but not counted in the mean.")
     return legend + "\n\n" + "\n\n".join(parts)
 
 

@@ -16,9 +16,20 @@ from dataclasses import dataclass
 
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 DEFAULT_RESAMPLES = 1000
+CLASS_AUROC_PREFIX = "auroc_class_"
+
+
+def class_auroc_name(index: int) -> str:
+    """Metric name of the one-vs-rest AUROC of class ``index`` (the data set's class order).
+
+    Multi-class, ordinal and multi-label tasks report one per class next to the macro
+    ``auroc``; binary tasks do not (both columns would repeat ``auroc``).
+    """
+    return f"{CLASS_AUROC_PREFIX}{index}"
 
 
 # ---------------------------------------------------------------- scikit-learn point estimates
@@ -53,6 +64,7 @@ def point_metrics(task: str, labels: np.ndarray, scores: np.ndarray) -> dict[str
             y = labels.astype(int)
             auc = _sk_auroc_columns(y, scores)
             out["auroc"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else math.nan
+            out.update({class_auroc_name(c): float(a) for c, a in enumerate(auc)})
             ap = _sk_auprc_columns(y, scores)
             out["auprc"] = float(np.nanmean(ap)) if np.isfinite(ap).any() else math.nan
             out["f1_macro"] = float(skm.f1_score(y, (scores >= 0.5).astype(int), average="macro", zero_division=0))
@@ -66,6 +78,7 @@ def point_metrics(task: str, labels: np.ndarray, scores: np.ndarray) -> dict[str
             out["auprc"] = float(skm.average_precision_score(y, scores[:, 1])) if 0 < y.sum() < len(y) else math.nan
         else:
             out["auroc"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else math.nan
+            out.update({class_auroc_name(c): float(a) for c, a in enumerate(auc)})
             ap = _sk_auprc_columns(onehot, scores)
             out["auprc"] = float(np.nanmean(ap)) if np.isfinite(ap).any() else math.nan
         out["accuracy"] = float(skm.accuracy_score(y, pred))
@@ -151,7 +164,8 @@ def weighted_metrics(task: str, labels: np.ndarray, scores: np.ndarray, w: np.nd
             f1 = np.where(f1_den > 0, 2 * tp / np.where(f1_den > 0, f1_den, 1), 0.0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return {"auroc": np.nanmean(auc, 1), "auprc": np.nanmean(ap, 1), "f1_macro": f1.mean(1)}
+            return {"auroc": np.nanmean(auc, 1), **{class_auroc_name(c): auc[:, c] for c in range(n_classes)},
+                    "auprc": np.nanmean(ap, 1), "f1_macro": f1.mean(1)}
     y = np.asarray(labels).astype(int).ravel()
     out: dict[str, np.ndarray] = {}
     with warnings.catch_warnings():
@@ -166,8 +180,58 @@ def weighted_metrics(task: str, labels: np.ndarray, scores: np.ndarray, w: np.nd
             auc = np.stack([weighted_auroc(onehot[:, c], scores[:, c], w) for c in range(n_classes)], 1)
             ap = np.stack([weighted_average_precision(onehot[:, c], scores[:, c], w) for c in range(n_classes)], 1)
             out["auroc"], out["auprc"] = np.nanmean(auc, 1), np.nanmean(ap, 1)
+            out.update({class_auroc_name(c): auc[:, c] for c in range(n_classes)})
         out.update(_from_confusion(_confusions(y, scores.argmax(1), w, n_classes), ordinal=task == "ordinal"))
     return out
+
+
+# ---------------------------------------------------------------- one metric for many score sets
+def _rank_auroc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """AUROC of binary ``y`` (N,) for each row of scores ``s`` (H, N): Mann-Whitney U with mid-ranks."""
+    pos = float(y.sum())
+    neg = len(y) - pos
+    if pos == 0 or neg == 0:
+        return np.full(s.shape[0], np.nan)
+    ranks = rankdata(s, axis=1)  # ties get the average rank, as scikit-learn counts them half
+    u = ranks[:, y.astype(bool)].sum(1) - pos * (pos + 1) / 2
+    out = u / (pos * neg)
+    return np.where(np.isfinite(s).all(1), out, np.nan)
+
+
+def metric_per_head(task: str, metric: str, labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``metric`` on the full sample for each of H score sets ``scores`` (H, N, C), vectorised.
+
+    Used for model selection over many candidates (a grid of linear heads, k values): one
+    call instead of H. AUROC uses mid-ranks and confusion-based metrics one bincount; other
+    metrics fall back to ``weighted_metrics`` head by head. Equal to ``point_metrics`` (tested).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    h, n, c = scores.shape
+    finite = np.isfinite(scores).all((1, 2))
+    safe = np.where(finite[:, None, None], scores, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if metric == "auroc" or metric.startswith(CLASS_AUROC_PREFIX):
+            if task == "binary":
+                out = _rank_auroc((np.asarray(labels).ravel() == 1).astype(float), safe[:, :, 1])
+            else:
+                y = (np.asarray(labels).astype(float) if task == "multilabel"
+                     else np.eye(c)[np.asarray(labels).astype(int).ravel()])
+                if metric == "auroc":
+                    out = np.nanmean(np.stack([_rank_auroc(y[:, k], safe[:, :, k]) for k in range(c)], 1), 1)
+                else:
+                    k = int(metric[len(CLASS_AUROC_PREFIX):])
+                    out = _rank_auroc(y[:, k], safe[:, :, k])
+        elif task != "multilabel" and metric in ("accuracy", "balanced_accuracy", "f1_macro", "kappa"):
+            y = np.asarray(labels).astype(int).ravel()
+            pred = safe.argmax(2)  # (H, N)
+            flat = (np.arange(h)[:, None] * c * c + y[None, :] * c + pred).ravel()
+            conf = np.bincount(flat, minlength=h * c * c).reshape(h, c, c).astype(float)
+            out = _from_confusion(conf, ordinal=task == "ordinal")[metric]
+        else:
+            ones = np.ones((1, n))
+            out = np.array([weighted_metrics(task, labels, safe[i], ones)[metric][0] for i in range(h)])
+    return np.where(finite, out, np.nan)
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -222,7 +286,13 @@ def evaluate(task: str, labels: np.ndarray, scores: np.ndarray, groups: np.ndarr
 # ---------------------------------------------------------------- guards
 def degenerate_flags(task: str, labels: np.ndarray, scores: np.ndarray,
                      metrics: dict[str, MetricValue]) -> list[str]:
-    """Reasons not to rank a result as if it were fine (empty when it is fine)."""
+    """Reasons not to rank a result as if it were fine (empty when it is fine).
+
+    ``non_finite_scores``: NaN/inf scores; ``collapsed_predictions``: every test sample gets
+    the same predicted class (the same label set for multi-label); ``chance_auroc``: the AUROC
+    interval contains 0.5 or lies entirely below it. Protocols add their own (``nan_loss``,
+    ``non_finite_features``).
+    """
     flags = []
     scores = np.asarray(scores)
     if not np.isfinite(scores).all():
@@ -234,7 +304,8 @@ def degenerate_flags(task: str, labels: np.ndarray, scores: np.ndarray,
     elif len(np.unique(scores.argmax(1))) <= 1:
         flags.append("collapsed_predictions")
     auc = metrics.get("auroc")
-    if auc is not None and math.isfinite(auc.ci_low) and auc.ci_low <= 0.5 <= auc.ci_high:
+    # the interval contains 0.5, or lies below it: not distinguishable from (or worse than) chance
+    if auc is not None and math.isfinite(auc.ci_low) and auc.ci_low <= 0.5:
         flags.append("chance_auroc")
     return flags
 

@@ -10,6 +10,7 @@ cached on disk for every later protocol and run.
 from __future__ import annotations
 
 import gc
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -110,6 +111,8 @@ class Runner:
         self._backbones: dict[str, Backbone | _Failure] = {}
         self._features: dict[str, FeatureSet] = {}
         self._versions = environment_versions()
+        # under torchrun every rank runs the whole plan; only rank 0 writes results
+        self.writes = _is_main_process()
 
     # ------------------------------------------------------------------ planning
     def plan(self) -> list[Cell]:
@@ -134,7 +137,8 @@ class Runner:
             outcomes.append(outcome)
             if outcome.status == "error" and self.config.fail_fast:
                 break
-        self.refresh_leaderboard()
+        if self.writes:
+            self.refresh_leaderboard()
         return outcomes
 
     def refresh_leaderboard(self) -> bool:
@@ -185,8 +189,9 @@ class Runner:
                       "error": {"type": type(exc).__name__, "message": str(exc) or repr(exc),
                                 "traceback": "".join(tb[-TRACEBACK_LINES:])}}
             record["timings"] = {"total_s": round(time.perf_counter() - start, 3)}
-            write_record(paths.record, record)
-            paths.predictions.unlink(missing_ok=True)
+            if self.writes:
+                write_record(paths.record, record)
+                paths.predictions.unlink(missing_ok=True)
             outcome = CellOutcome(cell, "error", paths.record, seconds=time.perf_counter() - start,
                                   message=f"{type(exc).__name__}: {exc}")
             self.hooks.cell_end(outcome)
@@ -245,7 +250,8 @@ class Runner:
         ctx = Context(backbone_spec=cell.backbone, dataset_spec=cell.dataset, protocol_spec=cell.protocol,
                       options=options, seed=seed, device=self.device,
                       dataset_loader=lambda: dataset, backbone_loader=lambda: self._backbone(cell.backbone),
-                      feature_loader=load_features, log=self.hooks.log)
+                      feature_loader=load_features, log=self.hooks.log,
+                      work_dir=paths.record.with_name(paths.record.stem + ".work"), record_path=paths.record)
         seed_everything(seed)
         start = time.perf_counter()
         with deterministic():
@@ -260,7 +266,10 @@ class Runner:
         metrics = evaluate(dataset.task, preds.labels, preds.scores, groups=groups,
                            resamples=self.config.bootstrap, seed=seed)
         flags = sorted(set(output.flags) | set(degenerate_flags(dataset.task, preds.labels, preds.scores, metrics)))
-        pointer = write_predictions(paths.predictions, preds)
+        if self.writes:
+            pointer = write_predictions(paths.predictions, preds)
+        else:  # another rank writes the file; this record is never written
+            pointer = {"file": paths.predictions.name, "sha256": "0" * 64, "n": len(preds.ids)}
         backbone = self._backbones.get(cell.backbone.name)
         record = dict(base)
         record["backbone"] = dict(base["backbone"])
@@ -287,7 +296,8 @@ class Runner:
         if cell.dataset.primary_metric not in record["metrics"]:
             raise ValueError(f"data set {cell.dataset.name!r} declares primary metric "
                              f"{cell.dataset.primary_metric!r}, which is not computed for {dataset.task} tasks")
-        write_record(paths.record, record)
+        if self.writes:
+            write_record(paths.record, record)
         return record
 
     # ------------------------------------------------------------------ shared loading
@@ -388,6 +398,11 @@ class Runner:
             key = feature_key(parts)
             self.cache.put(key, {"features": result.features[k]}, parts)
             self._features[key] = FeatureSet(result.features[k], data.labels, data.groups, data.ids, k)
+
+
+def _is_main_process() -> bool:
+    """False on torchrun ranks other than 0 (``RANK`` is set by torchrun for every rank)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
 
 
 def _state_digest(backbone: Backbone) -> str:

@@ -15,8 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_ASSETS = ROOT.parent / "shared" / "assets"
 FIRST_PARTY = [
     "medfm_plugins.backbones.timm_family", "medfm_plugins.backbones.torchvision_models",
-    "medfm_plugins.backbones.efficientnet_lite", "medfm_plugins.datasets.synthetic_cxr",
-    "medfm_plugins.datasets.medmnist", "medfm_plugins.protocols.knn", "medfm_plugins.protocols.linear_probe",
+    "medfm_plugins.backbones.efficientnet_lite", "medfm_plugins.backbones.dino",
+    "medfm_plugins.backbones.supervised", "medfm_plugins.backbones.sam", "medfm_plugins.backbones.seem",
+    "medfm_plugins.backbones.open_clip_models", "medfm_plugins.backbones.hf_models",
+    "medfm_plugins.backbones.blip", "medfm_plugins.datasets.synthetic_cxr",
+    "medfm_plugins.datasets.medmnist", "medfm_plugins.datasets.nih_chestxray14", "medfm_plugins.datasets.chexpert",
+    "medfm_plugins.datasets.aptos2019", "medfm_plugins.datasets.isic2019", "medfm_plugins.datasets.cbis_ddsm",
+    "medfm_plugins.datasets.tb_cxr", "medfm_plugins.datasets.brain_tumor_mri", "medfm_plugins.datasets.sars_cov2_ct",
+    "medfm_plugins.datasets.image_folder", "medfm_plugins.datasets.manifest", "medfm_plugins.datasets.dicom_folder",
+    "medfm_plugins.datasets.huggingface", "medfm_plugins.protocols.knn", "medfm_plugins.protocols.linear_probe",
+    "medfm_plugins.protocols.logistic_regression", "medfm_plugins.protocols.few_shot",
+    "medfm_plugins.protocols.train_linear", "medfm_plugins.protocols.train_deit", "medfm_plugins.protocols.train_peft",
 ]
 
 

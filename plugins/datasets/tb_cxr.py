@@ -1,0 +1,101 @@
+"""``tb/montgomery`` and ``tb/shenzhen``: the NLM tuberculosis chest X-ray sets (Jaeger et al. 2014).
+
+Layouts (as unzipped from the NLM download)::
+
+    <root>/CXR_png/MCUCXR_0001_0.png                       root = MontgomerySet (or its parent)
+    <root>/ManualMask/leftMask/MCUCXR_0001_0.png
+    <root>/ManualMask/rightMask/MCUCXR_0001_0.png
+    <root>/ClinicalReadings/MCUCXR_0001_0.txt
+
+    <root>/CXR_png/CHNCXR_0001_0.png                       root = ChinaSet_AllFiles (or its parent)
+
+The label is the file name's suffix: ``_0`` normal, ``_1`` tuberculosis. Each image is one
+patient. No official split: seeded, stratified, written to a split file. Montgomery's manual
+lung masks are exposed as each split's ``masks``: a uint8 label map with 0 background,
+1 left lung, 2 right lung (the patient's left and right), for segmentation protocols.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from medfm import Dataset, DatasetSpec, UserError, hookimpl
+from medfm.filesets import Sample, build_dataset, default_data_root, parse_options, require_root
+
+CLASSES = ("normal", "tuberculosis")
+CITATION = ("Jaeger, S. et al. Two public chest X-ray datasets for computer-aided screening of pulmonary diseases. "
+            "Quant. Imaging Med. Surg. 4(6), 475-477 (2014)")
+LICENSE = "public, U.S. National Library of Medicine (cite Jaeger et al. 2014)"
+SETS = {"montgomery": ("MontgomerySet", "MCUCXR"), "shenzhen": ("ChinaSet_AllFiles", "CHNCXR")}
+SUFFIX = re.compile(r"_([01])$")
+
+
+class LungMasks:
+    """Montgomery lung masks as label maps (0 background, 1 left lung, 2 right lung), read on demand."""
+
+    def __init__(self, left: Sequence[Path], right: Sequence[Path]) -> None:
+        self.left, self.right = list(left), list(right)
+
+    def __len__(self) -> int:
+        return len(self.left)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(self.left[index]) as a, Image.open(self.right[index]) as b:
+            left, right = np.asarray(a.convert("L")) > 0, np.asarray(b.convert("L")) > 0
+        return (left * 1 + right * 2 * ~left).astype(np.uint8)
+
+
+def make_load(key: str):
+    """The loader of one of the two sets."""
+    folder, prefix = SETS[key]
+    layout = f"<root>/CXR_png/{prefix}_NNNN_<0|1>.png (root = the {folder} folder)"
+
+    def load(spec: DatasetSpec, **options: Any) -> Dataset:
+        opts = parse_options(spec.name, options, default_data_root("tb") / folder)
+        root = require_root(spec.name, opts.root, layout)
+        if not (root / "CXR_png").is_dir() and (root / folder / "CXR_png").is_dir():
+            root = opts.root = root / folder
+        images = root / "CXR_png"
+        if not images.is_dir():
+            raise UserError(f"{spec.name}: {images} does not exist; expected layout: {layout}")
+        samples = []
+        for path in sorted(images.glob("*.png")):
+            m = SUFFIX.search(path.stem)
+            if not m:
+                raise UserError(f"{spec.name}: file {path} has no _0 (normal) or _1 (TB) suffix; expected {layout}")
+            samples.append(Sample(path, int(m.group(1)), f"CXR_png/{path.name}", path.stem, source="CXR_png"))
+        masks = None
+        mask_dir = root / "ManualMask"
+        if key == "montgomery" and mask_dir.is_dir():
+            def masks(members: list[Sample]) -> LungMasks:
+                left = [mask_dir / "leftMask" / s.path.name for s in members]
+                right = [mask_dir / "rightMask" / s.path.name for s in members]
+                absent = [p for p in left + right if not p.is_file()]
+                if absent:
+                    raise UserError(f"{spec.name}: lung mask {absent[0]} does not exist; expected "
+                                    "<root>/ManualMask/{leftMask,rightMask}/<image name>")
+                return LungMasks(left, right)
+        info = {"grouped_by": "image (one image per patient)",
+                "masks": "0 background, 1 left lung, 2 right lung" if masks else None}
+        return build_dataset(spec.name, "binary", CLASSES, samples, opts, info, masks=masks)
+
+    return load
+
+
+@hookimpl
+def register_datasets(register):
+    """Montgomery County and Shenzhen TB sets."""
+    for key, (folder, _), n, where in (("montgomery", SETS["montgomery"], 138, "Montgomery County, MD, USA"),
+                                       ("shenzhen", SETS["shenzhen"], 662, "Shenzhen No.3 Hospital, China")):
+        register(DatasetSpec(
+            name=f"tb/{key}", load=make_load(key), task="binary", classes=CLASSES,
+            splits={"train": None, "val": None, "test": None}, primary_metric="auroc", modality="chest X-ray",
+            license=LICENSE, citation=CITATION, revision="1",
+            description=f"{folder}: {n} chest radiographs from {where}, TB vs normal from the file name"
+                        + ("; left/right lung masks" if key == "montgomery" else "")))

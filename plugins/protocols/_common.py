@@ -1,0 +1,114 @@
+"""Shared plumbing of the frozen-feature protocols: loading kinds, guards, label tensors.
+
+Not a plugin (it registers nothing): the protocol modules import it.
+
+Guards every protocol applies the same way:
+- NaN or inf feature values are replaced by 0 so that fitting can proceed, and the result is
+  flagged ``non_finite_features``;
+- test scores that are not finite are replaced by an uninformative score (uniform class
+  probabilities, 0.5 per label) and flagged ``non_finite_scores``, so that the runner can
+  still compute and record metrics, and the leaderboard marks the result instead of ranking it;
+- a training loss that went NaN/inf is flagged ``nan_loss`` by the protocols that train.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from medfm import Context, FeatureSet
+from medfm.backbone import UnsupportedFeatureKind
+
+NON_FINITE_FEATURES = "non_finite_features"
+NON_FINITE_SCORES = "non_finite_scores"
+NAN_LOSS = "nan_loss"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class KindFeatures:
+    """The train/val/test features of one feature kind, as finite float32 tensors."""
+
+    kind: str
+    sets: dict[str, FeatureSet]
+    tensors: dict[str, torch.Tensor]
+    non_finite: bool
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension."""
+        return int(self.tensors["train"].shape[1])
+
+
+def finite(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``x`` as float32 with non-finite values replaced by 0, and whether any were replaced."""
+    x = x.float()
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        return torch.where(bad, torch.zeros((), dtype=x.dtype), x), True
+    return x, False
+
+
+def load_kind(ctx: Context, kind: str, splits: Sequence[str] = SPLITS) -> KindFeatures | None:
+    """Features of ``splits`` for ``kind``; ``None`` when the backbone does not offer the kind."""
+    try:
+        sets = {s: ctx.features(s, kind) for s in splits}
+    except UnsupportedFeatureKind:
+        return None
+    tensors, non_finite = {}, False
+    for s, fs in sets.items():
+        tensors[s], bad = finite(torch.as_tensor(fs.features).reshape(len(fs.labels), -1))
+        non_finite |= bad
+    return KindFeatures(sets[splits[0]].kind, sets, tensors, non_finite)
+
+
+def load_kinds(ctx: Context, kinds: Iterable[str], splits: Sequence[str] = SPLITS) -> tuple[list[KindFeatures], list[str]]:
+    """Every requested kind the backbone offers (deduplicated after resolving ``default``),
+    and the requested names it does not offer. Raises when none is offered."""
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    got: list[KindFeatures] = []
+    skipped: list[str] = []
+    for kind in kinds:
+        loaded = load_kind(ctx, kind, splits)
+        if loaded is None:
+            skipped.append(kind)
+        elif loaded.kind not in [g.kind for g in got]:
+            got.append(loaded)
+    if not got:
+        raise UnsupportedFeatureKind(f"{ctx.backbone_spec.name} offers none of the feature kinds {kinds}")
+    return got, skipped
+
+
+def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """Standardise with the training split's mean and std (constant features keep std 1)."""
+    mean = train.mean(0, keepdim=True)
+    std = train.std(0, keepdim=True) if len(train) > 1 else torch.ones_like(mean)
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return [(t - mean) / std for t in (train, *others)]
+
+
+def class_targets(task: str, labels: np.ndarray) -> torch.Tensor:
+    """Training targets: float (N, C) multi-hot for multi-label, int64 class indices otherwise."""
+    labels = np.asarray(labels)
+    if task == "multilabel":
+        return torch.from_numpy(labels.astype(np.float32))
+    return torch.from_numpy(labels.astype(np.int64).ravel())
+
+
+def safe_scores(task: str, scores: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Replace rows of non-finite test scores by uninformative ones; flag them."""
+    scores = np.asarray(scores, dtype=np.float64)
+    bad = ~np.isfinite(scores).all(1)
+    if not bad.any():
+        return scores, []
+    scores = scores.copy()
+    scores[bad] = 0.5 if task == "multilabel" else 1.0 / scores.shape[1]
+    return scores, [NON_FINITE_SCORES]
+
+
+def feature_flags(*loaded: KindFeatures) -> list[str]:
+    """``non_finite_features`` when any loaded features had NaN/inf values."""
+    return [NON_FINITE_FEATURES] if any(k.non_finite for k in loaded) else []

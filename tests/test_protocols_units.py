@@ -1,0 +1,130 @@
+"""Protocol building blocks against independent references: chunked kNN, fused heads, AdamW."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medfm_plugins.protocols._heads import HeadAdamW, LinearHeads, head_losses
+from medfm_plugins.protocols.knn import knn_scores, knn_topk
+
+
+def _normalised(n: int, d: int, seed: int) -> torch.Tensor:
+    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+# ------------------------------------------------------------------ kNN
+@pytest.mark.parametrize("query_chunk,bank_chunk", [(7, 13), (1000, 5), (3, 100000), (64, 64)])
+def test_chunked_topk_equals_full_similarity_matrix(query_chunk, bank_chunk):
+    bank, queries = _normalised(300, 24, 0), _normalised(50, 24, 1)
+    sims, idx = knn_topk(bank, queries, k=20, query_chunk=query_chunk, bank_chunk=bank_chunk)
+    full = queries @ bank.T
+    ref_s, ref_i = full.topk(20, dim=1)
+    torch.testing.assert_close(sims, ref_s)
+    assert torch.equal(idx, ref_i)
+
+
+def test_topk_k_larger_than_bank_returns_whole_bank():
+    bank, queries = _normalised(6, 8, 2), _normalised(4, 8, 3)
+    sims, idx = knn_topk(bank, queries, k=50, bank_chunk=4)
+    assert sims.shape == (4, 6)
+    assert all(sorted(row.tolist()) == list(range(6)) for row in idx)
+
+
+def _naive_knn(bank: np.ndarray, targets: np.ndarray, queries: np.ndarray, k: int, t: float) -> np.ndarray:
+    """DINO's weighted vote written out one query at a time."""
+    out = []
+    for q in queries:
+        sims = bank @ q
+        top = np.argsort(-sims, kind="stable")[:k]
+        w = np.exp(sims[top] / t)
+        out.append((w[:, None] * targets[top]).sum(0) / w.sum())
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_knn_scores_equal_naive_weighted_vote(multilabel):
+    rng = np.random.default_rng(4)
+    bank, queries = _normalised(120, 10, 5), _normalised(30, 10, 6)
+    if multilabel:
+        targets = (rng.random((120, 3)) < 0.4).astype(np.float32)
+    else:
+        targets = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 120)]
+    got = knn_scores(bank, torch.from_numpy(targets), queries, [1, 5, 40], temperature=0.07, bank_chunk=17)
+    for k in (1, 5, 40):
+        ref = _naive_knn(bank.double().numpy(), targets, queries.double().numpy(), k, 0.07)
+        np.testing.assert_allclose(got[k].numpy(), ref, atol=1e-5)
+        if not multilabel:
+            np.testing.assert_allclose(got[k].sum(1).numpy(), 1.0, atol=1e-5)  # soft class probabilities
+
+
+def test_knn_votes_stay_finite_at_low_temperature():
+    bank, queries = _normalised(50, 8, 7), _normalised(10, 8, 8)
+    targets = torch.eye(2)[torch.arange(50) % 2]
+    scores = knn_scores(bank, targets, queries, [10], temperature=0.005)[10]  # exp(1/0.005) overflows float32
+    assert torch.isfinite(scores).all()
+
+
+# ------------------------------------------------------------------ fused heads
+def test_head_adamw_equals_torch_adamw_for_each_head():
+    """Each head of the stack follows exactly the trajectory torch.optim.AdamW gives it alone."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 12, generator=gen), torch.randint(0, 3, (64,), generator=gen)
+    lrs, wds = torch.tensor([1e-3, 3e-2, 1e-1]), torch.tensor([0.0, 1e-2, 0.5])
+    heads = LinearHeads(3, 12, 3, torch.Generator().manual_seed(1))
+    singles = []
+    for h in range(3):
+        lin = torch.nn.Linear(12, 3)
+        with torch.no_grad():
+            lin.weight.copy_(heads.weight[h].T)
+            lin.bias.copy_(heads.bias[h])
+        opt = torch.optim.AdamW([{"params": [lin.weight], "weight_decay": float(wds[h])},
+                                 {"params": [lin.bias], "weight_decay": 0.0}], lr=float(lrs[h]))
+        singles.append((lin, opt))
+    fused = HeadAdamW(heads, lrs, wds)
+    for step in range(25):
+        scale = 0.5 * (1 + np.cos(np.pi * step / 25))
+        batch = slice((step * 16) % 64, (step * 16) % 64 + 16)
+        head_losses("multiclass", heads(x[batch]), y[batch]).sum().backward()
+        fused.step(scale)
+        fused.zero_grad()
+        for lin, opt in singles:
+            for g in opt.param_groups:
+                g["lr"] = g.setdefault("base_lr", g["lr"]) * scale
+            opt.zero_grad()
+            F.cross_entropy(lin(x[batch]), y[batch]).backward()
+            opt.step()
+    for h, (lin, _) in enumerate(singles):
+        torch.testing.assert_close(heads.weight[h].detach(), lin.weight.detach().T, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(heads.bias[h].detach(), lin.bias.detach(), atol=1e-5, rtol=1e-4)
+
+
+def test_heads_are_independent():
+    """A head's gradient does not depend on the other heads (even NaN ones)."""
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(32, 6, generator=gen), (torch.rand(32, 4, generator=gen) < 0.5).float()
+    heads = LinearHeads(3, 6, 4, gen)
+    head_losses("multilabel", heads(x), y)[0].backward()
+    alone = heads.weight.grad[0].clone()
+    heads.weight.grad = None
+    with torch.no_grad():
+        heads.weight[2] = float("nan")
+    losses = head_losses("multilabel", heads(x), y)
+    assert torch.isfinite(losses[:2]).all() and not torch.isfinite(losses[2])
+    losses[:2].sum().backward()
+    torch.testing.assert_close(heads.weight.grad[0], alone)
+
+
+def test_class_weighted_loss_equals_pytorch_weighted_cross_entropy():
+    gen = torch.Generator().manual_seed(3)
+    logits, y = torch.randn(2, 40, 3, generator=gen), torch.randint(0, 3, (40,), generator=gen)
+    w = torch.tensor([0.5, 2.0, 1.5])
+    got = head_losses("multiclass", logits, y, w)
+    for h in range(2):
+        torch.testing.assert_close(got[h], F.cross_entropy(logits[h], y, weight=w))
+    yb = (torch.rand(40, 3, generator=gen) < 0.3).float()
+    got = head_losses("multilabel", logits, yb, w)
+    for h in range(2):
+        torch.testing.assert_close(got[h], F.binary_cross_entropy_with_logits(logits[h], yb, pos_weight=w))

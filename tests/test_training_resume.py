@@ -1,0 +1,149 @@
+"""A training cell killed at any point resumes from its last checkpoint and ends exactly as an
+uninterrupted run: same final weights, same best weights, same predictions and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medfm.config import RunConfig
+from medfm.records import cell_paths, load_record, read_predictions
+from medfm.runner import Runner
+from medfm.training import engine
+from medfm.training.checkpoint import load_checkpoint, load_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKBONE, DATASET, PROTOCOL = "random/test_vit@64", "synthetic/cxr-nodules", "finetune_linear"
+# everything that draws randomness: augmentation, class-balanced sampling, head dropout, warmup + cosine
+OPTIONS = {"epochs": 6, "batch_size": 8, "accum_steps": 2, "lr": 3e-3, "backbone_lr": 3e-4, "warmup_epochs": 1.0,
+           "class_balanced": True, "head_dropout": 0.3, "patience": 10, "keep_checkpoints": "all"}
+
+
+def make_config(results: Path) -> RunConfig:
+    cfg = RunConfig(backbones=[BACKBONE], datasets=[DATASET], protocols=[PROTOCOL], results_dir=str(results),
+                    cache_dir=None, leaderboard=str(results.parent / f"{results.name}.md"), bootstrap=100,
+                    device="cpu")
+    cfg.options["dataset"][DATASET] = {"patients": 16, "size": 64}
+    cfg.options["protocol"][PROTOCOL] = dict(OPTIONS)
+    return cfg
+
+
+def run(results: Path):
+    from conftest import build_registry
+
+    return Runner(build_registry(), make_config(results)).run()
+
+
+def final_state(results: Path) -> dict:
+    """The record, predictions, last checkpoint's weights and best weights of the cell."""
+    paths = cell_paths(results, BACKBONE, DATASET, PROTOCOL)
+    work = paths.record.with_name(paths.record.stem + ".work")
+    record = load_record(paths.record, verify=True)
+    checkpoint = load_checkpoint(work / "checkpoint.pt")
+    best = sorted(work.glob("best-epoch*.safetensors"))
+    assert len(best) == 1
+    return {"record": record, "scores": read_predictions(paths.predictions).scores, "last": checkpoint["model"],
+            "optimizer": checkpoint["optimizer"], "best": load_weights(best[0]), "best_name": best[0].name}
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a["record"]["metrics"] == b["record"]["metrics"]
+    assert a["record"]["extra"]["curves"] == b["record"]["extra"]["curves"]
+    assert np.array_equal(a["scores"], b["scores"])
+    assert a["best_name"] == b["best_name"]
+    for key in ("last", "best"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    for pid, st in a["optimizer"]["state"].items():
+        assert torch.equal(st["exp_avg_sq"], b["optimizer"]["state"][pid]["exp_avg_sq"])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    results = tmp_path_factory.mktemp("plain") / "results"
+    assert [o.status for o in run(results)] == ["ok"]
+    state = final_state(results)
+    assert state["record"]["extra"]["resumed_from_epoch"] is None
+    return state
+
+
+def test_resume_after_a_crash_at_the_end_of_an_epoch(uninterrupted, tmp_path, monkeypatch):
+    def crash(epoch: int) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated kill after epoch 2")  # not an Exception: the runner cannot catch it
+
+    results = tmp_path / "results"
+    monkeypatch.setattr(engine, "after_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(results)
+    paths = cell_paths(results, BACKBONE, DATASET, PROTOCOL)
+    assert not paths.record.exists()
+    assert load_checkpoint(paths.record.with_name(paths.record.stem + ".work") / "checkpoint.pt")["loop"]["epoch"] == 2
+    monkeypatch.setattr(engine, "after_checkpoint", None)
+    assert [o.status for o in run(results)] == ["ok"]
+    resumed = final_state(results)
+    assert resumed["record"]["extra"]["resumed_from_epoch"] == 2
+    assert_same(resumed, uninterrupted)
+
+
+KILLED_RUN = """
+import sys
+import torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads({threads})
+from test_training_resume import run
+from pathlib import Path
+run(Path({results!r}))
+"""
+
+
+def test_resume_after_sigkill_mid_run(uninterrupted, tmp_path):
+    results = tmp_path / "results"
+    paths = cell_paths(results, BACKBONE, DATASET, PROTOCOL)
+    checkpoint = paths.record.with_name(paths.record.stem + ".work") / "checkpoint.pt"
+    script = KILLED_RUN.format(tests=str(ROOT / "tests"), threads=torch.get_num_threads(), results=str(results))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    killed_at = None
+    deadline = time.monotonic() + 240
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if checkpoint.exists():
+                epoch = load_checkpoint(checkpoint)["loop"]["epoch"]
+                if epoch >= 2:
+                    os.kill(proc.pid, signal.SIGKILL)  # no cleanup, no flush: a real crash
+                    killed_at = epoch
+                    break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert killed_at is not None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    assert not paths.record.exists() and killed_at < OPTIONS["epochs"]
+    assert [o.status for o in run(results)] == ["ok"]
+    resumed = final_state(results)
+    assert resumed["record"]["extra"]["resumed_from_epoch"] >= 2
+    assert_same(resumed, uninterrupted)
+
+
+def test_a_checkpoint_of_another_configuration_is_ignored(uninterrupted, tmp_path):
+    results = tmp_path / "results"
+    paths = cell_paths(results, BACKBONE, DATASET, PROTOCOL)
+    work = paths.record.with_name(paths.record.stem + ".work")
+    work.mkdir(parents=True)
+    torch.save({"format": 1, "fingerprint": "another configuration"}, work / "checkpoint.pt")
+    assert [o.status for o in run(results)] == ["ok"]
+    fresh = final_state(results)
+    assert fresh["record"]["extra"]["resumed_from_epoch"] is None
+    assert_same(fresh, uninterrupted)

@@ -34,11 +34,14 @@ class PreprocessedImages(TorchDataset):
 
 @dataclass
 class ExtractionResult:
-    """Features per kind (float32, on the CPU) and how long extraction took."""
+    """Features per kind (float32, on the CPU), how long extraction took, and the batch size
+    that worked (``oom_retries`` halvings after out-of-memory errors)."""
 
     features: dict[str, torch.Tensor]
     seconds: float
     images: int
+    batch_size: int = 0
+    oom_retries: int = 0
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -56,16 +59,19 @@ def extract_features(backbone: Backbone, images: ImageSource, kinds: Sequence[st
     kinds = [backbone.resolve_kind(k) for k in kinds]
     module = backbone.module.eval().to(device)
     start = time.perf_counter()
+    retries = 0
     while True:
         try:
             feats = _extract_once(backbone, module, images, kinds, device, batch_size, num_workers, amp, progress)
             break
         except RuntimeError as exc:
-            if device.type != "cuda" or not _is_oom(exc) or batch_size == 1:
+            if not _is_oom(exc) or batch_size == 1:
                 raise
-            torch.cuda.empty_cache()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             batch_size = max(1, batch_size // 2)
-    return ExtractionResult(feats, time.perf_counter() - start, len(images))
+            retries += 1
+    return ExtractionResult(feats, time.perf_counter() - start, len(images), batch_size, retries)
 
 
 def _extract_once(backbone: Backbone, module: torch.nn.Module, images: ImageSource, kinds: list[str],

@@ -113,6 +113,7 @@ class Runner:
         self._versions = environment_versions()
         # under torchrun every rank runs the whole plan; only rank 0 writes results
         self.writes = _is_main_process()
+        self._memory_notes: list[str] = []  # out-of-memory retries of the current cell, for its record
 
     # ------------------------------------------------------------------ planning
     def plan(self) -> list[Cell]:
@@ -238,6 +239,7 @@ class Runner:
             raise UserError(f"protocol {cell.protocol.name!r} does not support {dataset.task} tasks "
                             f"(data set {cell.dataset.name!r}); it supports {list(cell.protocol.tasks)}")
         options = config["protocol"]["options"]
+        self._memory_notes = []
         kinds = cell.protocol.feature_kinds(options)
         used_kinds: list[str] = []
 
@@ -293,6 +295,8 @@ class Runner:
             "flags": flags, "selected": _jsonable(output.selected), "extra": _jsonable(output.extra),
             "timings": timings, "predictions": pointer, "error": None,
         })
+        if self._memory_notes:
+            record["extra"]["extraction_memory"] = list(self._memory_notes)
         if cell.dataset.primary_metric not in record["metrics"]:
             raise ValueError(f"data set {cell.dataset.name!r} declares primary metric "
                              f"{cell.dataset.primary_metric!r}, which is not computed for {dataset.task} tasks")
@@ -394,6 +398,11 @@ class Runner:
                                           amp=self.config.amp, progress=advance)
         finally:
             self.hooks.extraction_done()
+        if result.oom_retries:
+            message = (f"out of memory extracting {cell.backbone.name} on {cell.dataset.name}/{split}: batch size "
+                       f"halved {result.oom_retries} time(s), to {result.batch_size}")
+            self.hooks.log(message)
+            self._memory_notes.append(message)
         for k, parts in wanted.items():
             key = feature_key(parts)
             self.cache.put(key, {"features": result.features[k]}, parts)

@@ -78,7 +78,7 @@ def test_head_adamw_equals_torch_adamw_for_each_head():
     for h in range(3):
         lin = torch.nn.Linear(12, 3)
         with torch.no_grad():
-            lin.weight.copy_(heads.weight[h].T)
+            lin.weight.copy_(heads.weight[h])
             lin.bias.copy_(heads.bias[h])
         opt = torch.optim.AdamW([{"params": [lin.weight], "weight_decay": float(wds[h])},
                                  {"params": [lin.bias], "weight_decay": 0.0}], lr=float(lrs[h]))
@@ -97,7 +97,7 @@ def test_head_adamw_equals_torch_adamw_for_each_head():
             F.cross_entropy(lin(x[batch]), y[batch]).backward()
             opt.step()
     for h, (lin, _) in enumerate(singles):
-        torch.testing.assert_close(heads.weight[h].detach(), lin.weight.detach().T, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(heads.weight[h].detach(), lin.weight.detach(), atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(heads.bias[h].detach(), lin.bias.detach(), atol=1e-5, rtol=1e-4)
 
 
@@ -128,3 +128,61 @@ def test_class_weighted_loss_equals_pytorch_weighted_cross_entropy():
     got = head_losses("multilabel", logits, yb, w)
     for h in range(2):
         torch.testing.assert_close(got[h], F.binary_cross_entropy_with_logits(logits[h], yb, pos_weight=w))
+
+
+@pytest.mark.parametrize("task,weighted", [("multiclass", False), ("multiclass", True), ("binary", False),
+                                           ("binary", True), ("multilabel", False), ("multilabel", True)])
+def test_closed_form_gradients_equal_autograd(task, weighted):
+    from medfm_plugins.protocols._heads import head_gradients
+
+    gen = torch.Generator().manual_seed(4)
+    c = 1 if task == "binary" else 3  # binary heads have one logistic output
+    x = torch.randn(50, 7, generator=gen)
+    if task in ("binary", "multilabel"):
+        y = (torch.rand(50, c, generator=gen) < 0.4).float()
+    else:
+        y = torch.randint(0, c, (50,), generator=gen)
+    w = torch.tensor([2.0, 0.7, 1.3][:c]) if weighted else None
+    heads = LinearHeads(4, 7, c, gen, init_std=0.5)
+    expected_loss = head_losses(task, heads(x), y, w)
+    expected_loss.sum().backward()
+    gw, gb = heads.weight.grad.clone(), heads.bias.grad.clone()
+    heads.weight.grad = heads.bias.grad = None
+    loss = head_gradients(task, heads, x, y, w)
+    torch.testing.assert_close(loss, expected_loss.detach())
+    torch.testing.assert_close(heads.weight.grad, gw)
+    torch.testing.assert_close(heads.bias.grad, gb)
+
+
+def test_a_head_trains_the_same_alone_or_in_a_grid():
+    """The grid is H independent heads: any head's best checkpoint equals training it alone."""
+    import numpy as np
+
+    from medfm_plugins.protocols._common import KindFeatures
+    from medfm_plugins.protocols._heads import training_targets
+    from medfm_plugins.protocols.linear_probe import train_grid
+
+    rng = np.random.default_rng(5)
+    labels = {s: rng.integers(0, 3, n) for s, n in (("train", 90), ("val", 40), ("test", 10))}
+    tensors = {s: torch.from_numpy(rng.normal(size=(len(v), 6)) + v[:, None]).float() for s, v in labels.items()}
+    kinds = [KindFeatures("cls", {}, tensors, False)]
+    y = training_targets("multiclass", labels["train"])
+
+    def train(grid):
+        return train_grid("multiclass", "auroc", kinds, y, labels["val"], 3, grid, 12, 32, 2, 10 ** 6, None,
+                          torch.Generator().manual_seed(0))
+
+    grid = [(1e-3, 0.0), (3e-2, 1e-2), (1e-1, 0.0)]
+    together = train(grid)
+    for h, point in enumerate(grid):
+        alone = train([point])
+        torch.testing.assert_close(together["best_w"][0][h], alone["best_w"][0][0])
+        assert together["best_epoch"][h] == alone["best_epoch"][0]
+        assert float(together["best_val"][h]) == float(alone["best_val"][0])
+
+
+def test_binary_logistic_head_is_a_two_way_softmax():
+    from medfm_plugins.protocols._heads import head_scores
+
+    z = torch.randn(3, 5, 1)
+    torch.testing.assert_close(head_scores("binary", z), torch.softmax(torch.cat([torch.zeros_like(z), z], -1), -1))

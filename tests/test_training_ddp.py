@@ -29,12 +29,12 @@ results_dir = "{results}"
 leaderboard = "{results}.md"
 
 [dataset."synthetic/cxr-nodules"]
-patients = 20
+patients = 12
 size = 64
 
 [protocol."*"]
-epochs = 3
-batch_size = 12
+epochs = 2
+batch_size = 6
 accum_steps = 2
 warmup_epochs = 0.5
 class_balanced = true

@@ -24,7 +24,7 @@ from medfm.training.checkpoint import load_checkpoint, load_weights
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONE, DATASET, PROTOCOL = "random/test_vit@64", "synthetic/cxr-nodules", "finetune_linear"
 # everything that draws randomness: augmentation, class-balanced sampling, head dropout, warmup + cosine
-OPTIONS = {"epochs": 6, "batch_size": 8, "accum_steps": 2, "lr": 3e-3, "backbone_lr": 3e-4, "warmup_epochs": 1.0,
+OPTIONS = {"epochs": 5, "batch_size": 6, "accum_steps": 2, "lr": 3e-3, "backbone_lr": 3e-4, "warmup_epochs": 1.0,
            "class_balanced": True, "head_dropout": 0.3, "patience": 10, "keep_checkpoints": "all"}
 
 
@@ -32,7 +32,7 @@ def make_config(results: Path) -> RunConfig:
     cfg = RunConfig(backbones=[BACKBONE], datasets=[DATASET], protocols=[PROTOCOL], results_dir=str(results),
                     cache_dir=None, leaderboard=str(results.parent / f"{results.name}.md"), bootstrap=100,
                     device="cpu")
-    cfg.options["dataset"][DATASET] = {"patients": 16, "size": 64}
+    cfg.options["dataset"][DATASET] = {"patients": 12, "size": 64}
     cfg.options["protocol"][PROTOCOL] = dict(OPTIONS)
     return cfg
 
@@ -147,3 +147,35 @@ def test_a_checkpoint_of_another_configuration_is_ignored(uninterrupted, tmp_pat
     fresh = final_state(results)
     assert fresh["record"]["extra"]["resumed_from_epoch"] is None
     assert_same(fresh, uninterrupted)
+
+
+def test_a_run_that_stopped_early_resumes_to_its_end_not_to_more_epochs(tmp_path):
+    from medfm.training.data import TrainImages
+    from medfm.training.distributed import DistInfo
+    from medfm.training.engine import Labelled, Trainer
+    from medfm.training.model import build_model
+    from medfm.training.options import TrainOptions, protocol_defaults
+    from medfm_plugins.datasets.synthetic_cxr import generate
+    import timm
+    from medfm.timm_backbone import TimmBackbone, preprocessing_from_timm
+
+    data = generate(8, 64, seed=1)
+    images, labels = data["images"], data["labels"]
+
+    def fit():
+        torch.manual_seed(0)
+        model = timm.create_model("test_vit", num_classes=0, img_size=64)
+        backbone = TimmBackbone(model, preprocessing_from_timm(model, 64))
+        opts = TrainOptions.from_mapping(protocol_defaults(freeze="frozen", epochs=5, patience=1, batch_size=8))
+        trained, _ = build_model(backbone, opts, 2)
+        trainer = Trainer(trained, opts, task="binary", metric="auroc", device=torch.device("cpu"), seed=0,
+                          dist=DistInfo(), work_dir=tmp_path, fingerprint="f")
+        prep = backbone.preprocessing
+        # one-class validation labels: AUROC is undefined, so no epoch ever improves and patience ends the run
+        return trainer.fit(Labelled(TrainImages(images[:10], prep), labels[:10]),
+                           Labelled(TrainImages(images[10:], prep), np.zeros(len(labels) - 10, int)))
+
+    first = fit()
+    assert first.state.stopped_early and first.state.epoch == 1 and first.resumed_from is None
+    again = fit()
+    assert again.resumed_from == 1 and again.state.epoch == 1 and len(again.state.history) == 1

@@ -199,3 +199,26 @@ def test_checkpoints_hold_tensors_only_and_restore_every_rng(tmp_path):
     restore_rng(load_checkpoint(tmp_path / "c.pt")["rng"])  # weights_only=True inside
     assert torch.equal(torch.rand(3), expected[0])
     assert np.array_equal(np.random.rand(3), expected[1]) and random.random() == expected[2]
+
+
+# ---------------------------------------------------------------- memory
+def test_extraction_out_of_memory_halves_the_batch_and_the_record_says_so(tmp_path, monkeypatch, tiny_config):
+    from conftest import build_registry
+    from medfm import extract
+    from medfm.records import load_record
+    from medfm.runner import Runner
+
+    real, sizes = extract._extract_once, []
+
+    def once(backbone, module, images, kinds, device, batch_size, *rest):
+        sizes.append(batch_size)
+        if len(sizes) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real(backbone, module, images, kinds, device, batch_size, *rest)
+
+    monkeypatch.setattr(extract, "_extract_once", once)
+    tiny_config.backbones, tiny_config.protocols = ["random/test_vit@64"], ["knn"]
+    outcome, = Runner(build_registry(), tiny_config).run()
+    assert outcome.status == "ok" and sizes[:2] == [32, 16]
+    notes = load_record(outcome.record_path, verify=True)["extra"]["extraction_memory"]
+    assert len(notes) == 1 and "halved 1 time(s), to 16" in notes[0]

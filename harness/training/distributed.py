@@ -9,6 +9,7 @@ touches ``torch.distributed``.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -55,6 +56,7 @@ def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
             raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
+        atexit.register(_destroy)  # NCCL warns (and may hang) when a job exits with the group alive
         info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0") or 0))
     else:
         return DistInfo(), device
@@ -62,6 +64,11 @@ def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     return info, device
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard(indices: Sequence[int] | np.ndarray, info: DistInfo) -> np.ndarray:

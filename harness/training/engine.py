@@ -150,7 +150,9 @@ class Trainer:
             self.log(f"resuming training from epoch {state.epoch}")
         resumed_from = state.epoch if resumed is not None else None
         self._checkpoint(state)  # the restart point of the first epoch (and of an OOM retry)
-        for epoch in range(state.epoch + 1, opts.epochs + 1):
+        # a checkpoint written after early stopping resumes to the end, not to more training
+        last = state.epoch if state.stopped_early else opts.epochs
+        for epoch in range(state.epoch + 1, last + 1):
             state.epoch = epoch
             while True:
                 try:

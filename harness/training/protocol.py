@@ -21,6 +21,8 @@ from .model import build_model
 from .options import TrainOptions
 
 ENGINE_VERSION = "1"
+#: At most this many per-step losses go into the record (evenly spaced; the PNG shows all).
+MAX_STEP_POINTS = 1000
 
 
 def run_training(ctx: Context, fixed: Mapping[str, Any] | None = None) -> ProtocolOutput:
@@ -79,7 +81,7 @@ def run_training(ctx: Context, fixed: Mapping[str, Any] | None = None) -> Protoc
 
     curves = {"epoch": [h["epoch"] for h in state.history], "train_loss": [h["train_loss"] for h in state.history],
               "val_" + metric: [h.get("val_" + metric) for h in state.history], "lr": [h["lr"] for h in state.history],
-              "step_loss": state.step_losses}
+              "step_loss": _thin(state.step_losses, MAX_STEP_POINTS)}
     extra: dict[str, Any] = {
         "engine_version": ENGINE_VERSION,
         "trainable_params": built.trainable_params, "total_params": built.total_params,
@@ -119,3 +121,11 @@ def _tidy(work_dir, keep: str) -> None:
         shutil.rmtree(work_dir, ignore_errors=True)
         return
     (work_dir / "checkpoint.pt").unlink(missing_ok=True)
+
+
+def _thin(values: list[float], limit: int) -> list[float]:
+    """Every value, or ``limit`` evenly spaced ones (first and last kept) for long runs."""
+    if len(values) <= limit:
+        return list(values)
+    keep = np.unique(np.linspace(0, len(values) - 1, limit).round().astype(int))
+    return [values[i] for i in keep]

@@ -4,8 +4,9 @@ Every (feature kind x learning rate x weight decay) head is trained at the same 
 same mini-batches. Heads that read the same feature kind are one stacked weight tensor, so
 each step is one matrix product per kind for the whole grid, and one vectorised AdamW update
 (per-head learning rate and weight decay) with a cosine schedule. Features are standardised
-with training-set statistics. Softmax cross-entropy for single-label tasks (ordinal included),
-per-class BCE for multi-label; optional class-balanced loss weights.
+with training-set statistics. Softmax cross-entropy for multi-class tasks (ordinal included),
+per-class BCE for multi-label, one logistic output (BCE) for binary tasks; optional
+class-balanced loss weights.
 
 Every ``eval_every`` epochs all heads are scored on validation with the data set's primary
 metric (in one vectorised call); each head keeps its best checkpoint, and training stops
@@ -29,8 +30,9 @@ import torch
 from medfm import Context, Predictions, ProtocolOutput, ProtocolSpec, hookimpl
 from medfm.selection import best_index, validation_scores
 
-from ._common import NAN_LOSS, KindFeatures, class_targets, feature_flags, load_kinds, safe_scores, standardise
-from ._heads import HeadAdamW, LinearHeads, head_losses, head_scores
+from ._common import NAN_LOSS, KindFeatures, feature_flags, load_kinds, safe_scores, standardise
+from ._heads import (HeadAdamW, LinearHeads, class_weights_for, head_gradients, head_outputs, head_scores,
+                     training_targets)
 
 CITATION = "Oquab, M. et al. DINOv2: Learning Robust Visual Features without Supervision. TMLR 2024 (linear evaluation)."
 DEFAULT_KINDS = ["default", "cls_mean_patch", "last4_cls"]
@@ -47,13 +49,11 @@ class Bank:
     grid: list[tuple[float, float]]
 
 
-def class_weights_for(task: str, y: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights: ``N / (C * count)`` per class, or ``neg / pos`` per label (BCE)."""
-    if task == "multilabel":
-        pos = y.sum(0).clamp_min(1)
-        return (len(y) - pos) / pos
-    counts = torch.bincount(y, minlength=n_classes).float().clamp_min(1)
-    return counts.sum() / (n_classes * counts)
+def rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]``; on the CPU through numpy's ``take``, several times faster for large matrices."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.take(x.numpy(), index.numpy(), axis=0))
+    return x[index]
 
 
 def train_grid(task: str, metric: str, kinds: list[KindFeatures], y: torch.Tensor, val_labels: np.ndarray,
@@ -65,7 +65,7 @@ def train_grid(task: str, metric: str, kinds: list[KindFeatures], y: torch.Tenso
     wds = torch.tensor([g[1] for g in grid])
     for kf in kinds:
         x_tr, x_va, x_te = standardise(kf.tensors["train"], kf.tensors["val"], kf.tensors["test"])
-        heads = LinearHeads(len(grid), x_tr.shape[1], n_classes, generator)
+        heads = LinearHeads(len(grid), x_tr.shape[1], head_outputs(task, n_classes))
         banks.append(Bank(kf.kind, {"train": x_tr, "val": x_va, "test": x_te}, heads,
                           HeadAdamW(heads, lrs, wds), grid))
     n, h_per = len(y), len(grid)
@@ -82,15 +82,14 @@ def train_grid(task: str, metric: str, kinds: list[KindFeatures], y: torch.Tenso
     epoch = 0
     for epoch in range(1, epochs + 1):
         order = torch.randperm(n, generator=generator)
-        xs = [b.x["train"][order] for b in banks]
-        ys = y[order]
+        xs = [rows(b.x["train"], order) for b in banks]
+        ys = rows(y, order)
         for start in range(0, n, batch):
             scale = 0.5 * (1 + math.cos(math.pi * step / total))
             yb = ys[start:start + batch]
             for i, b in enumerate(banks):
-                losses = head_losses(task, b.heads(xs[i][start:start + batch]), yb, class_weights)
-                bad = ~torch.isfinite(losses.detach())
-                losses[~bad].sum().backward()
+                losses = head_gradients(task, b.heads, xs[i][start:start + batch], yb, class_weights)
+                bad = ~torch.isfinite(losses)
                 if bad.any():
                     new = bad & ~dead[i * h_per:(i + 1) * h_per]
                     dead[i * h_per:(i + 1) * h_per] |= bad
@@ -133,7 +132,7 @@ def run(ctx: Context) -> ProtocolOutput:
     grid = [(float(lr), float(wd)) for lr in o["lrs"] for wd in o["weight_decays"]]
     kinds, skipped = load_kinds(ctx, o["feature_kinds"])
     ref = kinds[0].sets
-    y = class_targets(task, ref["train"].labels)
+    y = training_targets(task, ref["train"].labels)
     cw = class_weights_for(task, y, n_classes) if o["class_balanced"] else None
     gen = torch.Generator().manual_seed(ctx.seed)
     with ctx.timer("fit"):
@@ -151,7 +150,7 @@ def run(ctx: Context) -> ProtocolOutput:
     bank = banks[bank_i]
     with torch.no_grad():
         w, b = out["best_w"][bank_i][h], out["best_b"][bank_i][h]
-        test_scores = head_scores(task, bank.x["test"] @ w + b).numpy()
+        test_scores = head_scores(task, bank.x["test"] @ w.T + b).numpy()
     test_scores, score_flags = safe_scores(task, test_scores)
     lr, wd = grid[h]
     score = float(out["best_val"][winner])

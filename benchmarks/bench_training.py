@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from medfm.config import RunConfig
 from medfm.records import load_record
 from medfm.registry import load_registry
@@ -88,7 +89,8 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
         share_text = f"{share:.1f}%" if share >= 1 else f"{share:.2g}%"
         lines.append(
             f"| {r['backbone']} | {r['protocol']} | {r['auroc']:.3f} [{lo:.3f}, {hi:.3f}] | {r['accuracy']:.3f} | "
-            f"{r['balanced_accuracy']:.3f} | {r['trainable_params']:,} ({share_text}) | {r['best_epoch']}/{r['epochs_run']} | "
+            f"{r['balanced_accuracy']:.3f} | {r['trainable_params']:,} ({share_text}) | "
+            f"{r['best_epoch']}/{r['epochs_run']} | "
             f"{r['train_loss'][0]:.3f} → {r['train_loss'][-1]:.3f} | {r['fit_s']:.0f} s |")
     lines += ["", "Reference (MedMNIST+, Doerrich et al. 2024): DINO ViT-B/16 frozen linear probe on BreastMNIST, "
               "AUROC 0.868 at 28 px and 0.934 at 224 px."]
@@ -104,7 +106,10 @@ def main() -> None:
     parser.add_argument("--mobilenet-size", type=int, default=112)
     parser.add_argument("--dinov2-size", type=int, default=70)
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a shared machine, OpenMP threads thrash)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     sizes = {"mobilenet": args.mobilenet_size, "dinov2": args.dinov2_size}
     rows, wall = run(args.assets, args.protocols, args.epochs, args.train_samples, sizes, args.batch_size)
     md = markdown(rows, args, wall)

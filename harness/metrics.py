@@ -6,6 +6,12 @@ form: a bootstrap resample is a vector of sample multiplicities, and all resampl
 computed at once as matrix operations. Tests check that every vectorised form equals
 scikit-learn's value on the full sample and on resamples. Where patient ids exist the
 bootstrap resamples patients, not images, because images of one patient are correlated.
+
+Metrics: AUROC (binary; macro one-vs-rest for multi-class and ordinal; macro over labels for
+multi-label) and, except for binary tasks, each class's AUROC (``auroc_class_<i>``, i in the
+data set's class order); AUPRC; accuracy, balanced accuracy, macro-F1; Cohen's kappa,
+quadratic for ordinal tasks. ``metric_per_head`` computes one metric for many candidates'
+predictions at once, for model selection.
 """
 
 from __future__ import annotations

@@ -186,3 +186,17 @@ def test_binary_logistic_head_is_a_two_way_softmax():
 
     z = torch.randn(3, 5, 1)
     torch.testing.assert_close(head_scores("binary", z), torch.softmax(torch.cat([torch.zeros_like(z), z], -1), -1))
+
+
+def test_limit_threads_sets_and_restores_thread_counts():
+    from threadpoolctl import threadpool_info
+
+    from medfm_plugins.protocols._common import limit_threads
+
+    before = torch.get_num_threads()
+    with limit_threads(1):
+        assert torch.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    assert torch.get_num_threads() == before
+    with limit_threads(None):
+        assert torch.get_num_threads() == before

@@ -14,10 +14,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from medfm.config import load_config
 from medfm.records import iter_records, read_predictions
 from medfm.runner import Runner
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a shared CPU OpenMP threads thrash."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 CONFIG = """
 backbones = ["random/test_vit@64"]

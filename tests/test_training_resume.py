@@ -3,7 +3,6 @@ uninterrupted run: same final weights, same best weights, same predictions and m
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,6 +19,16 @@ from medfm.records import cell_paths, load_record, read_predictions
 from medfm.runner import Runner
 from medfm.training import engine
 from medfm.training.checkpoint import load_checkpoint, load_weights
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a shared CPU OpenMP threads thrash."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONE, DATASET, PROTOCOL = "random/test_vit@64", "synthetic/cxr-nodules", "finetune_linear"
@@ -103,6 +112,7 @@ sys.path.insert(0, {tests!r})
 torch.set_num_threads({threads})
 from test_training_resume import run
 from pathlib import Path
+
 run(Path({results!r}))
 """
 

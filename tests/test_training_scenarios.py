@@ -6,7 +6,6 @@ loss is a property of the optimiser, not luck: each scenario must lower its trai
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,16 @@ from medfm.training.freezing import state_digest
 from medfm.training.model import build_model
 from medfm.training.options import TrainOptions, protocol_defaults
 from medfm_plugins.datasets.synthetic_cxr import generate
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a shared CPU OpenMP threads thrash."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 VIT, RESNET = "random/test_vit@64", "random/test_resnet@64"
 ALL = ["frozen_linear", "finetune_linear", "finetune_llrd", "partial_finetune", "frozen_deit_head",
@@ -48,7 +57,8 @@ def records(tmp_path_factory) -> dict:
                         bootstrap=100, device="cpu")
         cfg.options["dataset"]["synthetic/cxr-nodules"] = {"patients": 12, "size": 64}
         # curve PNGs (0.3 s each) for two protocols only
-        cfg.options["protocol"] = {"*": {**FULL_BATCH, "curves_png": False}, "frozen_linear": {"lr": 1e-2, "curves_png": True},
+        cfg.options["protocol"] = {"*": {**FULL_BATCH, "curves_png": False},
+                                   "frozen_linear": {"lr": 1e-2, "curves_png": True},
                                    "lora": {"curves_png": True},
                                    "*deit*": {"lr": 1e-4, "backbone_lr": 1e-4}}
         runner = Runner(registry, cfg)

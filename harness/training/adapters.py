@@ -19,7 +19,8 @@ from ..backbone import Backbone
 def default_targets(backbone: Backbone) -> tuple[list[str] | str, str]:
     """peft ``target_modules`` for this backbone and how they were chosen."""
     if backbone.attention_projections:
-        return list(backbone.attention_projections), "attention projections " + ", ".join(backbone.attention_projections)
+        names = list(backbone.attention_projections)
+        return names, "attention projections " + ", ".join(names)
     convs = [name for name, m in backbone.module.named_modules()
              if isinstance(m, nn.Conv2d) and m.groups == 1 and name]
     if not convs:

@@ -97,7 +97,8 @@ class DeiTHead(nn.Module):
         own = self.state_dict()
         for key, value in mine.items():
             if own[key].shape != value.shape:
-                raise ValueError(f"DeiT weight {key} has shape {tuple(value.shape)}, the head needs {tuple(own[key].shape)}")
+                raise ValueError(f"DeiT weight {key} has shape {tuple(value.shape)}, "
+                                 f"the head needs {tuple(own[key].shape)}")
         self.load_state_dict(mine, strict=False)
         return sorted(mine)
 

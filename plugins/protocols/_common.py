@@ -13,11 +13,13 @@ Guards every protocol applies the same way:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from medfm import Context, FeatureSet
 from medfm.backbone import UnsupportedFeatureKind
@@ -41,6 +43,27 @@ class KindFeatures:
     def dim(self) -> int:
         """Feature dimension."""
         return int(self.tensors["train"].shape[1])
+
+
+@contextmanager
+def limit_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with at most ``threads`` torch and BLAS threads (``None`` or 0: unchanged).
+
+    Fitting on cached features is many small matrix products: on a CPU they are fastest on one
+    thread (with more, each tiny operation waits for the others, and on a shared machine for
+    busy cores: 4-60x slower measured on a loaded 2-core machine), and one thread makes the
+    floating-point summation order, hence the numbers, the same on any machine.
+    """
+    if not threads:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        with threadpool_limits(int(threads)):
+            yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def finite(x: torch.Tensor) -> tuple[torch.Tensor, bool]:

@@ -48,7 +48,7 @@ from medfm import Context, FeatureSet, Predictions, ProtocolOutput, ProtocolSpec
 from medfm.metrics import point_metrics
 from medfm.selection import one_hot_targets
 
-from ._common import NAN_LOSS, feature_flags, load_kind, safe_scores
+from ._common import NAN_LOSS, feature_flags, limit_threads, load_kind, safe_scores
 from .knn import knn_scores
 
 CITATION = ("Wang, Y. et al. SimpleShot: Revisiting Nearest-Neighbor Classification for Few-Shot Learning. "
@@ -188,7 +188,7 @@ def run_episodes(ctx: Context, classifier: str) -> ProtocolOutput:
     train_labels = np.asarray(train.labels)
     curve: dict[str, Any] = {"metric": metric, "shots": usable, "support_sizes": [], "per_episode": {}}
     reported, flags, losses = None, [], []
-    with ctx.timer("fit"):
+    with ctx.timer("fit"), limit_threads(o.get("threads")):
         for n in usable:
             values: dict[str, list[float]] = {}
             sizes = []
@@ -248,7 +248,7 @@ def _protocol(classifier: str):
 
 
 DEFAULTS = {"shots": [1, 2, 4, 8, 16], "episodes": 5, "feature_kind": "default", "temperature": 0.07, "k": 20,
-            "C": 1.0}
+            "C": 1.0, "threads": 1}
 DESCRIPTIONS = {
     "prototype": "few-shot SimpleShot (centred, L2-normalised nearest class mean); n = 1..16 per class, 5 episodes",
     "knn": "few-shot weighted kNN on the support set; n = 1..16 per class, 5 episodes",

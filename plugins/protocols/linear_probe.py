@@ -30,7 +30,7 @@ import torch
 from medfm import Context, Predictions, ProtocolOutput, ProtocolSpec, hookimpl
 from medfm.selection import best_index, validation_scores
 
-from ._common import NAN_LOSS, KindFeatures, feature_flags, load_kinds, safe_scores, standardise
+from ._common import NAN_LOSS, KindFeatures, feature_flags, limit_threads, load_kinds, safe_scores, standardise
 from ._heads import (HeadAdamW, LinearHeads, class_weights_for, head_gradients, head_outputs, head_scores,
                      training_targets)
 
@@ -135,7 +135,7 @@ def run(ctx: Context) -> ProtocolOutput:
     y = training_targets(task, ref["train"].labels)
     cw = class_weights_for(task, y, n_classes) if o["class_balanced"] else None
     gen = torch.Generator().manual_seed(ctx.seed)
-    with ctx.timer("fit"):
+    with ctx.timer("fit"), limit_threads(o.get("threads")):
         out = train_grid(task, metric, kinds, y, ref["val"].labels, n_classes, grid, int(o["epochs"]),
                          int(o["batch_size"]), int(o["eval_every"]), int(o["patience"]), cw, gen)
     banks, h_per = out["banks"], len(grid)
@@ -177,6 +177,6 @@ def register_protocols(register):
         name="linear_probe", run=run, needs=frozenset({"features"}), version="2",
         defaults={"feature_kinds": DEFAULT_KINDS, "lrs": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
                   "weight_decays": [0.0, 1e-4, 1e-3, 1e-2], "epochs": 100, "batch_size": 256, "eval_every": 5,
-                  "patience": 4, "class_balanced": False},
+                  "patience": 4, "class_balanced": False, "threads": 1},
         description="grid of linear heads (feature kind x lr x weight decay) trained in one pass; best on validation",
         citation=CITATION))

@@ -27,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from medfm import Context, Predictions, ProtocolOutput, ProtocolSpec, hookimpl
 from medfm.selection import best_index, validation_scores
 
-from ._common import NAN_LOSS, feature_flags, load_kind, safe_scores
+from ._common import NAN_LOSS, feature_flags, limit_threads, load_kind, safe_scores
 
 CITATION = ("Pedregosa, F. et al. Scikit-learn: Machine Learning in Python. JMLR 12 (2011); "
             "Radford, A. et al. Learning Transferable Visual Models From Natural Language Supervision. ICML 2021 "
@@ -82,7 +82,7 @@ def run(ctx: Context) -> ProtocolOutput:
     cs = sorted(float(c) for c in o["C_grid"])
     class_weight = "balanced" if o["class_balanced"] else None
     models, grid_info, val_scores = [], [], []
-    with ctx.timer("fit"):
+    with ctx.timer("fit"), limit_threads(o.get("threads")):
         scaler = StandardScaler().fit(feats.tensors["train"].double().numpy())
         x_tr, x_va, x_te = (scaler.transform(feats.tensors[s].double().numpy()) for s in ("train", "val", "test"))
         for c in cs:
@@ -119,6 +119,6 @@ def register_protocols(register):
     register(ProtocolSpec(
         name="logistic_regression", run=run, needs=frozenset({"features"}), version="1",
         defaults={"C_grid": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], "feature_kind": "default",
-                  "max_iter": 1000, "class_balanced": False},
+                  "max_iter": 1000, "class_balanced": False, "threads": 1},
         description="scikit-learn logistic regression (L-BFGS, L2) on standardised frozen features, C chosen on validation",
         citation=CITATION))

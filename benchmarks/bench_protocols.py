@@ -305,6 +305,10 @@ epochs (early stopping off), batch 256.** Goal: grid <= 2x one head.
 The protocol's default grid over all three DINOv2 feature kinds ({', '.join(ak['kinds'])}; {ak['heads']} heads,
 384 + 768 + 1536 inputs) takes {ak['grid_s']:.3f} s, {ak['ratio']:.2f}x one head on CLS alone.
 
+BreastMNIST times are tens of milliseconds on a machine shared with other jobs: these ratios
+moved by up to about 1.5 between runs (1.8-4.1x for the 1280- and 1536-input rows); the
+synthetic row, at seconds, is stable.
+
 Where the goal is missed: a step's fixed cost (about a quarter of a millisecond on one thread:
 Python, the optimiser update, the batch slice) is shared by all heads, but the two matrix
 products are 24 times larger for the grid; at 1280 and 1536 inputs they outweigh the fixed

@@ -231,3 +231,18 @@ def test_extraction_out_of_memory_halves_the_batch_and_the_record_says_so(tmp_pa
     assert outcome.status == "ok" and sizes[:2] == [32, 16]
     notes = load_record(outcome.record_path, verify=True)["extra"]["extraction_memory"]
     assert len(notes) == 1 and "halved 1 time(s), to 16" in notes[0]
+
+
+@pytest.mark.parametrize("kind", ["dora", "loha", "lokr"])
+def test_other_peft_adapters_train_only_their_own_parameters(kind):
+    pytest.importorskip("peft")
+    backbone = _vit()
+    opts = TrainOptions.from_mapping(protocol_defaults(freeze="adapter", adapter=kind, lora_r=4))
+    model, built = build_model(backbone, opts, 2)
+    trainable = [n for n, p in model.backbone_module.named_parameters() if p.requires_grad]
+    # peft names every tensor it adds after its adapter ("default"); nothing else may train
+    assert trainable and all(".default" in n for n in trainable), trainable[:4]
+    assert built.adapter["adapter"] == kind and built.backbone_trainable_params > 0
+    logits = model(torch.randn(2, 3, 64, 64))
+    logits.sum().backward()
+    assert all(p.grad is not None for n, p in model.backbone_module.named_parameters() if p.requires_grad)

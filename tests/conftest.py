@@ -64,3 +64,14 @@ def shared_assets() -> Path:
     if not SHARED_ASSETS.is_dir():
         pytest.skip(f"real assets not found at {SHARED_ASSETS} (CI has them; a user's clone may not)")
     return SHARED_ASSETS
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a shared CPU OpenMP threads thrash."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

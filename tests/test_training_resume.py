@@ -21,13 +21,7 @@ from medfm.training import engine
 from medfm.training.checkpoint import load_checkpoint, load_weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a shared CPU OpenMP threads thrash."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ROOT = Path(__file__).resolve().parents[1]

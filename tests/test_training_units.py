@@ -22,13 +22,7 @@ from medfm.training.optim import param_groups, warmup_cosine
 from medfm.training.options import TrainOptions, protocol_defaults
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a shared CPU OpenMP threads thrash."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _vit() -> TimmBackbone:

@@ -9,6 +9,6 @@ resumable state), ``distributed`` (torchrun / DDP), ``engine`` (the loop), ``cur
 """
 
 from .options import TrainOptions, protocol_defaults
-from .protocol import run_training
+from .protocol import run_training, scenario_runner
 
-__all__ = ["TrainOptions", "protocol_defaults", "run_training"]
+__all__ = ["TrainOptions", "protocol_defaults", "run_training", "scenario_runner"]

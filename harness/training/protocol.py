@@ -26,6 +26,14 @@ ENGINE_VERSION = "1"
 MAX_STEP_POINTS = 1000
 
 
+def scenario_runner(name: str, fixed: Mapping[str, Any]):
+    """A protocol's ``run(ctx)``: the shared engine with the scenario's fixed freezing policy and head."""
+    def run(ctx: Context) -> ProtocolOutput:
+        return run_training(ctx, fixed)
+    run.__doc__ = f"Train the {name} scenario with the shared engine."
+    return run
+
+
 def run_training(ctx: Context, fixed: Mapping[str, Any] | None = None) -> ProtocolOutput:
     """Train per ``ctx.options`` (a ``TrainOptions`` mapping) and predict the test split.
 

@@ -8,8 +8,8 @@ CLS token. The record says whether the blocks started from DeiT weights.
 
 from __future__ import annotations
 
-from medfm import Context, ProtocolOutput, ProtocolSpec, hookimpl
-from medfm.training import protocol_defaults, run_training
+from medfm import ProtocolSpec, hookimpl
+from medfm.training import protocol_defaults, scenario_runner
 
 CITATION = ("Huix, J. P. et al. Are natural domain foundation models useful for medical image classification? "
             "WACV 2024; Touvron, H. et al. Training data-efficient image transformers. ICML 2021 (DeiT)")
@@ -17,13 +17,6 @@ COMMON = {"epochs": 20, "batch_size": 64, "warmup_epochs": 2.0, "patience": 5, "
           "deit_depth": 2, "drop_path": 0.1, "weight_decay": 0.05}
 FIXED = {"frozen_deit_head": {"freeze": "frozen", "head": "deit"},
          "finetune_deit_head": {"freeze": "full", "head": "deit"}}
-
-
-def _runner(name: str):
-    def run(ctx: Context) -> ProtocolOutput:
-        return run_training(ctx, FIXED[name])
-    run.__doc__ = f"Train the {name} scenario with the shared engine."
-    return run
 
 
 @hookimpl
@@ -34,5 +27,5 @@ def register_protocols(register):
               "backbone fine-tuned together with DeiT blocks on its patch tokens")]
     for name, defaults, description in specs:
         defaults = {k: v for k, v in defaults.items() if k not in FIXED[name]}
-        register(ProtocolSpec(name=name, run=_runner(name), needs=frozenset({"trainable"}), version="1",
+        register(ProtocolSpec(name=name, run=scenario_runner(name, FIXED[name]), needs=frozenset({"trainable"}), version="1",
                               defaults=defaults, description=description, citation=CITATION))

@@ -8,8 +8,8 @@ exactly these scenarios). All share ``medfm.training``'s engine.
 
 from __future__ import annotations
 
-from medfm import Context, ProtocolOutput, ProtocolSpec, hookimpl
-from medfm.training import protocol_defaults, run_training
+from medfm import ProtocolSpec, hookimpl
+from medfm.training import protocol_defaults, scenario_runner
 
 CITATION = ("Huix, J. P. et al. Are natural domain foundation models useful for medical image classification? "
             "WACV 2024")
@@ -21,13 +21,6 @@ FIXED = {
     "finetune_llrd": {"freeze": "full", "head": "linear"},
     "partial_finetune": {"freeze": "last_n", "head": "linear"},
 }
-
-
-def _runner(name: str):
-    def run(ctx: Context) -> ProtocolOutput:
-        return run_training(ctx, FIXED[name])
-    run.__doc__ = f"Train the {name} scenario with the shared engine."
-    return run
 
 
 @hookimpl
@@ -45,5 +38,5 @@ def register_protocols(register):
     ]
     for name, defaults, description, citation in specs:
         defaults = {k: v for k, v in defaults.items() if k not in FIXED[name]}
-        register(ProtocolSpec(name=name, run=_runner(name), needs=frozenset({"trainable"}), version="1",
+        register(ProtocolSpec(name=name, run=scenario_runner(name, FIXED[name]), needs=frozenset({"trainable"}), version="1",
                               defaults=defaults, description=description, citation=citation))

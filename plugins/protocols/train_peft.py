@@ -7,21 +7,14 @@ linear head too, and the record holds the count of trainable parameters.
 
 from __future__ import annotations
 
-from medfm import Context, ProtocolOutput, ProtocolSpec, hookimpl
-from medfm.training import protocol_defaults, run_training
+from medfm import ProtocolSpec, hookimpl
+from medfm.training import protocol_defaults, scenario_runner
 
 LORA_CITATION = "Hu, E. J. et al. LoRA: Low-Rank Adaptation of Large Language Models. ICLR 2022"
 BITFIT_CITATION = ("Ben Zaken, E. et al. BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based "
                    "Masked Language-models. ACL 2022")
 COMMON = {"epochs": 20, "batch_size": 64, "warmup_epochs": 2.0, "patience": 5, "lr": 1e-3, "weight_decay": 1e-4}
 FIXED = {"lora": {"freeze": "adapter", "head": "linear"}, "bitfit": {"freeze": "bias", "head": "linear"}}
-
-
-def _runner(name: str):
-    def run(ctx: Context) -> ProtocolOutput:
-        return run_training(ctx, FIXED[name])
-    run.__doc__ = f"Train the {name} scenario with the shared engine."
-    return run
 
 
 @hookimpl
@@ -32,5 +25,5 @@ def register_protocols(register):
              ("bitfit", protocol_defaults(**COMMON), BITFIT_CITATION, "backbone biases only, and a linear head")]
     for name, defaults, citation, description in specs:
         defaults = {k: v for k, v in defaults.items() if k not in FIXED[name]}
-        register(ProtocolSpec(name=name, run=_runner(name), needs=frozenset({"trainable"}), version="1",
+        register(ProtocolSpec(name=name, run=scenario_runner(name, FIXED[name]), needs=frozenset({"trainable"}), version="1",
                               defaults=defaults, description=description, citation=citation))

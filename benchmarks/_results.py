@@ -21,14 +21,19 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, {gpu}, torch {torch.__version__}"
 
 
-def update_section(name: str, markdown: str, data: dict[str, Any]) -> None:
-    """Replace the section ``name`` in RESULTS.md (other sections survive) and write ``name.json``."""
+def update_section(name: str, markdown: str, data: dict[str, Any], measured_on: str | None = None) -> None:
+    """Replace the section ``name`` in RESULTS.md (other sections survive) and write ``name.json``.
+
+    ``measured_on`` names the machine when the figures were measured earlier (re-rendering a
+    section from its JSON); by default, this process's machine and thread count.
+    """
+    measured_on = measured_on or machine()
     start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
     text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n\nWritten by the scripts in this folder; rerun them to refresh.\n\n"
-    block = f"{start}\n{markdown.strip()}\n\n_Measured on: {machine()}._\n{end}"
+    block = f"{start}\n{markdown.strip()}\n\n_Measured on: {measured_on}._\n{end}"
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     atomic_write_text(RESULTS_MD, text)
-    write_json(HERE / f"{name}.json", {"machine": machine(), **data})
+    write_json(HERE / f"{name}.json", {"machine": measured_on, **data})

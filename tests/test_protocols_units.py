@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medfm_plugins.protocols._heads import HeadAdamW, LinearHeads, head_losses
+from medfm_plugins.protocols._heads import HeadStack, head_losses, with_bias_column
 from medfm_plugins.protocols.knn import knn_scores, knn_topk
 
 
@@ -68,28 +68,33 @@ def test_knn_votes_stay_finite_at_low_temperature():
 
 
 # ------------------------------------------------------------------ fused heads
-def test_head_adamw_equals_torch_adamw_for_each_head():
+def _stack(task: str, heads: int, dim: int, outputs: int, seed: int, lrs=None, wds=None) -> HeadStack:
+    gen = torch.Generator().manual_seed(seed)
+    lrs = torch.full((heads,), 1e-3) if lrs is None else lrs
+    wds = torch.zeros(heads) if wds is None else wds
+    return HeadStack(task, dim, outputs, lrs, wds, weight=torch.randn(heads, outputs, dim + 1, generator=gen) * 0.5)
+
+
+def test_head_stack_adamw_equals_torch_adamw_for_each_head():
     """Each head of the stack follows exactly the trajectory torch.optim.AdamW gives it alone."""
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 12, generator=gen), torch.randint(0, 3, (64,), generator=gen)
     lrs, wds = torch.tensor([1e-3, 3e-2, 1e-1]), torch.tensor([0.0, 1e-2, 0.5])
-    heads = LinearHeads(3, 12, 3, torch.Generator().manual_seed(1))
+    stack = _stack("multiclass", 3, 12, 3, 1, lrs, wds)
     singles = []
     for h in range(3):
         lin = torch.nn.Linear(12, 3)
         with torch.no_grad():
-            lin.weight.copy_(heads.weight[h])
-            lin.bias.copy_(heads.bias[h])
+            lin.weight.copy_(stack.weight[h, :, :-1])
+            lin.bias.copy_(stack.weight[h, :, -1])
         opt = torch.optim.AdamW([{"params": [lin.weight], "weight_decay": float(wds[h])},
                                  {"params": [lin.bias], "weight_decay": 0.0}], lr=float(lrs[h]))
         singles.append((lin, opt))
-    fused = HeadAdamW(heads, lrs, wds)
+    xb = with_bias_column(x)
     for step in range(25):
         scale = 0.5 * (1 + np.cos(np.pi * step / 25))
         batch = slice((step * 16) % 64, (step * 16) % 64 + 16)
-        head_losses("multiclass", heads(x[batch]), y[batch]).sum().backward()
-        fused.step(scale)
-        fused.zero_grad()
+        stack.step(stack.gradient(xb[batch], y[batch]), scale)
         for lin, opt in singles:
             for g in opt.param_groups:
                 g["lr"] = g.setdefault("base_lr", g["lr"]) * scale
@@ -97,67 +102,70 @@ def test_head_adamw_equals_torch_adamw_for_each_head():
             F.cross_entropy(lin(x[batch]), y[batch]).backward()
             opt.step()
     for h, (lin, _) in enumerate(singles):
-        torch.testing.assert_close(heads.weight[h].detach(), lin.weight.detach(), atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(heads.bias[h].detach(), lin.bias.detach(), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(stack.weight[h, :, :-1], lin.weight.detach(), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(stack.weight[h, :, -1], lin.bias.detach(), atol=1e-5, rtol=1e-4)
 
 
-def test_heads_are_independent():
-    """A head's gradient does not depend on the other heads (even NaN ones)."""
+def test_heads_are_independent_even_of_nan_heads():
+    """A head's gradient does not depend on the other heads, even NaN ones, which are detected."""
     gen = torch.Generator().manual_seed(2)
-    x, y = torch.randn(32, 6, generator=gen), (torch.rand(32, 4, generator=gen) < 0.5).float()
-    heads = LinearHeads(3, 6, 4, gen)
-    head_losses("multilabel", heads(x), y)[0].backward()
-    alone = heads.weight.grad[0].clone()
-    heads.weight.grad = None
-    with torch.no_grad():
-        heads.weight[2] = float("nan")
-    losses = head_losses("multilabel", heads(x), y)
-    assert torch.isfinite(losses[:2]).all() and not torch.isfinite(losses[2])
-    losses[:2].sum().backward()
-    torch.testing.assert_close(heads.weight.grad[0], alone)
+    x, y = with_bias_column(torch.randn(32, 6, generator=gen)), (torch.rand(32, 4, generator=gen) < 0.5).float()
+    stack = _stack("multilabel", 3, 6, 4, 3)
+    alone = stack.gradient(x, y)[0].clone()
+    stack.weight[2] = float("nan")
+    grad = stack.gradient(x, y)
+    torch.testing.assert_close(grad[0], alone)
+    assert torch.isfinite(grad[:2]).all() and not torch.isfinite(grad[2]).any()
+    assert stack.finite_heads().tolist() == [True, True, False]
+
+
+def test_removed_heads_leave_the_others_untouched():
+    gen = torch.Generator().manual_seed(4)
+    x, y = with_bias_column(torch.randn(40, 5, generator=gen)), torch.randint(0, 3, (40,), generator=gen)
+    lrs = torch.tensor([1e-3, 1e-2, 3e-2, 1e-1])
+    full, part = _stack("multiclass", 4, 5, 3, 5, lrs), _stack("multiclass", 4, 5, 3, 5, lrs)
+    part.keep(torch.tensor([False, True, False, True]))
+    assert part.heads == 2 and part.ids.tolist() == [1, 3]
+    for _ in range(10):
+        full.step(full.gradient(x, y))
+        part.step(part.gradient(x, y))
+    torch.testing.assert_close(part.weight, full.weight[[1, 3]])
 
 
 def test_class_weighted_loss_equals_pytorch_weighted_cross_entropy():
     gen = torch.Generator().manual_seed(3)
-    logits, y = torch.randn(2, 40, 3, generator=gen), torch.randint(0, 3, (40,), generator=gen)
+    logits, y = torch.randn(40, 2, 3, generator=gen), torch.randint(0, 3, (40,), generator=gen)
     w = torch.tensor([0.5, 2.0, 1.5])
     got = head_losses("multiclass", logits, y, w)
     for h in range(2):
-        torch.testing.assert_close(got[h], F.cross_entropy(logits[h], y, weight=w))
+        torch.testing.assert_close(got[h], F.cross_entropy(logits[:, h], y, weight=w))
     yb = (torch.rand(40, 3, generator=gen) < 0.3).float()
     got = head_losses("multilabel", logits, yb, w)
     for h in range(2):
-        torch.testing.assert_close(got[h], F.binary_cross_entropy_with_logits(logits[h], yb, pos_weight=w))
+        torch.testing.assert_close(got[h], F.binary_cross_entropy_with_logits(logits[:, h], yb, pos_weight=w))
 
 
 @pytest.mark.parametrize("task,weighted", [("multiclass", False), ("multiclass", True), ("binary", False),
                                            ("binary", True), ("multilabel", False), ("multilabel", True)])
 def test_closed_form_gradients_equal_autograd(task, weighted):
-    from medfm_plugins.protocols._heads import head_gradients
-
     gen = torch.Generator().manual_seed(4)
     c = 1 if task == "binary" else 3  # binary heads have one logistic output
-    x = torch.randn(50, 7, generator=gen)
+    x = with_bias_column(torch.randn(50, 7, generator=gen))
     if task in ("binary", "multilabel"):
         y = (torch.rand(50, c, generator=gen) < 0.4).float()
     else:
         y = torch.randint(0, c, (50,), generator=gen)
     w = torch.tensor([2.0, 0.7, 1.3][:c]) if weighted else None
-    heads = LinearHeads(4, 7, c, gen, init_std=0.5)
-    expected_loss = head_losses(task, heads(x), y, w)
-    expected_loss.sum().backward()
-    gw, gb = heads.weight.grad.clone(), heads.bias.grad.clone()
-    heads.weight.grad = heads.bias.grad = None
-    loss = head_gradients(task, heads, x, y, w)
-    torch.testing.assert_close(loss, expected_loss.detach())
-    torch.testing.assert_close(heads.weight.grad, gw)
-    torch.testing.assert_close(heads.bias.grad, gb)
+    stack = _stack(task, 4, 7, c, 6)
+    weight = stack.weight.clone().requires_grad_(True)
+    head_losses(task, stack.logits(x, weight), y, w).sum().backward()
+    torch.testing.assert_close(stack.gradient(x, y, w), weight.grad)
 
 
-def test_a_head_trains_the_same_alone_or_in_a_grid():
-    """The grid is H independent heads: any head's best checkpoint equals training it alone."""
-    import numpy as np
-
+@pytest.mark.parametrize("head_patience", [None, 2])
+def test_a_head_trains_the_same_alone_or_in_a_grid(head_patience):
+    """The grid is H independent heads: any head's best checkpoint equals training it alone,
+    also when heads leave the grid on their own early stopping."""
     from medfm_plugins.protocols._common import KindFeatures
     from medfm_plugins.protocols._heads import training_targets
     from medfm_plugins.protocols.linear_probe import train_grid
@@ -170,7 +178,7 @@ def test_a_head_trains_the_same_alone_or_in_a_grid():
 
     def train(grid):
         return train_grid("multiclass", "auroc", kinds, y, labels["val"], 3, grid, 12, 32, 2, 10 ** 6, None,
-                          torch.Generator().manual_seed(0))
+                          torch.Generator().manual_seed(0), head_patience=head_patience)
 
     grid = [(1e-3, 0.0), (3e-2, 1e-2), (1e-1, 0.0)]
     together = train(grid)
@@ -179,6 +187,8 @@ def test_a_head_trains_the_same_alone_or_in_a_grid():
         torch.testing.assert_close(together["best_w"][0][h], alone["best_w"][0][0])
         assert together["best_epoch"][h] == alone["best_epoch"][0]
         assert float(together["best_val"][h]) == float(alone["best_val"][0])
+    if head_patience:
+        assert together["head_epochs"] < 12 * len(grid)  # some head left before the last epoch
 
 
 def test_binary_logistic_head_is_a_two_way_softmax():

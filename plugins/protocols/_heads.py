@@ -1,11 +1,17 @@
-"""Many linear heads trained as one: stacked weights, one GEMM, a per-head AdamW.
+"""Many linear heads trained as one: stacked weights, one GEMM, closed-form gradients, a per-head AdamW.
 
 A grid of heads (learning rate x weight decay) over the same features is a single weight
-tensor ``W`` (H, C, D): the logits of every head come from one matrix product with the
-features, and the heads' gradients are independent because each head's loss only reads its
-own columns. ``HeadAdamW`` is AdamW (Loshchilov & Hutter; the same update as
-``torch.optim.AdamW``) with a learning rate and a weight decay per head, applied to the whole
-stack in a few tensor operations instead of one optimiser parameter group per head.
+tensor ``weight`` (H, C, D + 1) whose last column is the bias, read against features with an
+appended column of ones (``with_bias_column``). The logits of every head come from one matrix
+product, and so do their gradients: a head's loss only reads its own rows, so the heads are
+independent although they share every operation. ``HeadStack.step`` is AdamW (Loshchilov &
+Hutter; the same update as ``torch.optim.AdamW``, tested) with a learning rate and a weight
+decay per head, applied to the whole stack in a few tensor operations.
+
+The gradients of the losses with respect to the logits have closed forms (``p - y``,
+weighted), so a training step is two matrix products and a handful of element-wise
+operations, with no autograd graph and no loss evaluation: on small cached feature sets the
+fixed cost of a step, not arithmetic, otherwise dominates.
 
 Losses: softmax cross-entropy for multi-class and ordinal tasks; per-label BCE for
 multi-label tasks; for binary tasks one logistic output per head (BCE), the same model as a
@@ -22,78 +28,11 @@ import torch
 import torch.nn.functional as F
 
 
-class LinearHeads(torch.nn.Module):
-    """H linear classifiers (D -> C) over the same input; ``weight`` is (H, C, D) like ``nn.Linear``'s.
-
-    Zero-initialised by default (as scikit-learn's logistic regression), so that a head's
-    training does not depend on how many other heads share the grid.
-    """
-
-    def __init__(self, heads: int, dim: int, classes: int, generator: torch.Generator | None = None,
-                 init_std: float = 0.0) -> None:
-        super().__init__()
-        weight = torch.zeros(heads, classes, dim)
-        if init_std:
-            weight = torch.randn(heads, classes, dim, generator=generator) * init_std
-        self.weight = torch.nn.Parameter(weight)
-        self.bias = torch.nn.Parameter(torch.zeros(heads, classes))
-
-    @property
-    def heads(self) -> int:
-        """Number of heads."""
-        return int(self.weight.shape[0])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, D) features to (H, B, C) logits, with one matrix product for all heads."""
-        h, c, d = self.weight.shape
-        return (x @ self.weight.view(h * c, d).T).view(-1, h, c).permute(1, 0, 2) + self.bias.unsqueeze(1)
-
-
-class HeadAdamW:
-    """AdamW over stacked heads with per-head ``lr`` and ``weight_decay`` (leading dimension).
-
-    The weights get decoupled weight decay; the biases none. ``step(scale)`` multiplies every
-    learning rate by ``scale`` (a schedule). ``disable(mask)`` freezes heads (e.g. diverged ones).
-    """
-
-    def __init__(self, heads: LinearHeads, lr: torch.Tensor, weight_decay: torch.Tensor,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        self.params = [(heads.weight, True), (heads.bias, False)]
-        self.lr = lr.float().clone()
-        self.weight_decay = weight_decay.float().clone()
-        self.betas, self.eps, self.t = betas, eps, 0
-        self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p, _ in self.params]
-
-    @torch.no_grad()
-    def step(self, scale: float = 1.0) -> None:
-        """One AdamW update of every head."""
-        self.t += 1
-        b1, b2 = self.betas
-        bc1, bc2_sqrt = 1 - b1 ** self.t, math.sqrt(1 - b2 ** self.t)
-        for (p, decay), (m, v) in zip(self.params, self.state):
-            if p.grad is None:
-                continue
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            lr = (self.lr * scale).view(shape)
-            if decay:
-                p.mul_(1 - lr * self.weight_decay.view(shape))
-            m.lerp_(p.grad, 1 - b1)
-            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-            p.addcdiv_(m * (lr / bc1), (v.sqrt() / bc2_sqrt).add_(self.eps), value=-1)
-
-    def zero_grad(self) -> None:
-        """Drop the gradients."""
-        for p, _ in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def disable(self, mask: torch.Tensor) -> None:
-        """Stop updating the heads in ``mask`` and reset their (possibly NaN) weights and state."""
-        self.lr[mask] = 0.0
-        for (p, _), (m, v) in zip(self.params, self.state):
-            p[mask] = 0.0
-            m[mask] = 0.0
-            v[mask] = 0.0
+def with_bias_column(x: torch.Tensor) -> torch.Tensor:
+    """(N, D) features as contiguous float32 (N, D + 1) with a trailing column of ones (the bias input)."""
+    out = torch.ones(x.shape[0], x.shape[1] + 1, dtype=torch.float32, device=x.device)
+    out[:, :-1] = x
+    return out
 
 
 def uses_bce(task: str) -> bool:
@@ -104,6 +43,88 @@ def uses_bce(task: str) -> bool:
 def head_outputs(task: str, n_classes: int) -> int:
     """Outputs per head: one logit for binary tasks, one per class otherwise."""
     return 1 if task == "binary" else n_classes
+
+
+class HeadStack:
+    """H linear heads (D -> C) over the same features, trained together by a per-head AdamW.
+
+    ``weight`` is (H, C, D + 1): ``nn.Linear``'s weight with its bias as the last column.
+    Zero-initialised by default (as scikit-learn's logistic regression), so that a head's
+    training does not depend on how many other heads share the stack. Weights get decoupled
+    weight decay, biases none. ``keep(mask)`` removes heads (they stop training and stop
+    costing anything); ``ids`` maps the remaining rows to the heads' original positions.
+    """
+
+    def __init__(self, task: str, dim: int, outputs: int, lrs: torch.Tensor, weight_decays: torch.Tensor,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight: torch.Tensor | None = None) -> None:
+        heads = len(lrs)
+        self.task = task
+        self.weight = torch.zeros(heads, outputs, dim + 1) if weight is None else weight.float().clone()
+        self.m = torch.zeros_like(self.weight)
+        self.v = torch.zeros_like(self.weight)
+        self.lr = lrs.float().view(-1, 1, 1).clone()
+        self.weight_decay = weight_decays.float().view(-1, 1, 1).clone()
+        self.betas, self.eps, self.t = betas, eps, 0
+        self.ids = torch.arange(heads)
+
+    @property
+    def heads(self) -> int:
+        """Number of heads still in the stack."""
+        return int(self.weight.shape[0])
+
+    def logits(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D + 1) features (``with_bias_column``) to (B, H, C) logits, one matrix product for all heads."""
+        w = self.weight if weight is None else weight
+        h, c, d = w.shape
+        return (x @ w.reshape(h * c, d).T).view(-1, h, c)
+
+    def gradient(self, x: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Gradient (H, C, D + 1) of every head's mean loss on the batch (``head_losses``), in closed form.
+
+        ``y`` comes from ``training_targets``; ``class_weights`` from ``class_weights_for``.
+        """
+        z = self.logits(x)  # (B, H, C)
+        b, h, c = z.shape
+        if uses_bce(self.task):
+            yb = y.unsqueeze(1)  # (B, 1, C): the same targets for every head
+            if class_weights is None:
+                g = torch.sigmoid(z).sub_(yb)
+            else:  # d/dz of -[w y log s(z) + (1 - y) log(1 - s(z))] = s(z) (w y + 1 - y) - w y
+                wy = class_weights * yb
+                g = torch.sigmoid(z).mul_(wy + 1 - yb).sub_(wy)
+            g.mul_(1.0 / (b * c))
+        else:
+            g = torch.softmax(z, -1)
+            g[torch.arange(b), :, y] -= 1.0
+            w = torch.full((b,), 1.0 / b) if class_weights is None else class_weights[y] / class_weights[y].sum()
+            g.mul_(w.view(b, 1, 1))
+        return (g.view(b, h * c).T @ x).view(h, c, -1)
+
+    @torch.no_grad()
+    def step(self, grad: torch.Tensor, scale: float = 1.0) -> None:
+        """One AdamW update of every head; ``scale`` multiplies every learning rate (a schedule)."""
+        self.t += 1
+        b1, b2 = self.betas
+        lr = self.lr * scale
+        self.weight[..., :-1].mul_(1 - lr * self.weight_decay)
+        self.m.lerp_(grad, 1 - b1)
+        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = self.v.sqrt().div_(math.sqrt(1 - b2 ** self.t)).add_(self.eps)
+        self.weight.addcdiv_(self.m * (lr / (1 - b1 ** self.t)), denom, value=-1)
+
+    def finite_heads(self) -> torch.Tensor:
+        """(H,) whether each head's weights are all finite (a diverged head's are not)."""
+        return torch.isfinite(self.weight).all(2).all(1)
+
+    def keep(self, mask: torch.Tensor) -> None:
+        """Keep only the heads in ``mask`` (H,) bool; the others leave the stack for good."""
+        if bool(mask.all()):
+            return
+        index = torch.nonzero(mask).flatten()
+        self.weight, self.m, self.v, self.lr, self.weight_decay, self.ids = (
+            t.index_select(0, index).contiguous() for t in (self.weight, self.m, self.v, self.lr,
+                                                           self.weight_decay, self.ids))
 
 
 def training_targets(task: str, labels: np.ndarray) -> torch.Tensor:
@@ -127,56 +148,22 @@ def class_weights_for(task: str, y: torch.Tensor, n_classes: int) -> torch.Tenso
 
 def head_losses(task: str, logits: torch.Tensor, y: torch.Tensor,
                 class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-head mean loss (H,): BCE (binary, multi-label) or softmax cross-entropy.
+    """Per-head mean loss (H,) of (B, H, C) logits: BCE (binary, multi-label) or softmax cross-entropy.
 
-    Class weights follow PyTorch's conventions: ``pos_weight`` for BCE and ``weight`` for
-    cross-entropy (a weighted mean over the batch).
+    The loss whose gradient ``HeadStack.gradient`` computes. Class weights follow PyTorch's
+    conventions: ``pos_weight`` for BCE and ``weight`` for cross-entropy (a weighted mean over
+    the batch).
     """
-    h, b, c = logits.shape
+    b, h, c = logits.shape
     if uses_bce(task):
-        per = F.binary_cross_entropy_with_logits(logits, y.expand(h, b, c), reduction="none",
+        per = F.binary_cross_entropy_with_logits(logits, y.unsqueeze(1).expand(b, h, c), reduction="none",
                                                  pos_weight=class_weights)
-        return per.mean((1, 2))
-    per = F.cross_entropy(logits.reshape(h * b, c), y.repeat(h), reduction="none").view(h, b)
+        return per.mean((0, 2))
+    per = F.cross_entropy(logits.reshape(b * h, c), y.repeat_interleave(h), reduction="none").view(b, h)
     if class_weights is None:
-        return per.mean(1)
+        return per.mean(0)
     w = class_weights[y]
-    return (per * w).sum(1) / w.sum()
-
-
-@torch.no_grad()
-def head_gradients(task: str, heads: LinearHeads, x: torch.Tensor, y: torch.Tensor,
-                   class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-head losses (H,) of ``head_losses``, with their gradients written into ``heads``.
-
-    The gradients of softmax cross-entropy and BCE with respect to the logits have closed
-    forms (``p - y``, weighted), so a step needs two matrix products and no autograd graph;
-    equal to autograd's gradients (tested).
-    """
-    logits = heads(x)  # (H, B, C)
-    h, b, c = logits.shape
-    if uses_bce(task):
-        losses = F.binary_cross_entropy_with_logits(logits, y.expand(h, b, c), reduction="none",
-                                                    pos_weight=class_weights).mean((1, 2))
-        p = torch.sigmoid(logits)
-        if class_weights is None:
-            g = (p - y) / (b * c)
-        else:  # d/dz of -[w y log s(z) + (1 - y) log(1 - s(z))] = s(z) (w y + 1 - y) - w y
-            wy = class_weights * y
-            g = (p * (wy + 1 - y) - wy) / (b * c)
-    else:
-        logp = torch.log_softmax(logits, -1)
-        nll = -logp.gather(2, y.view(1, b, 1).expand(h, b, 1)).squeeze(2)  # (H, B)
-        w = torch.ones(b) if class_weights is None else class_weights[y]
-        w = w / w.sum()
-        losses = (nll * w).sum(1)
-        g = logp.exp()
-        g[:, torch.arange(b), y] -= 1.0
-        g *= w.view(1, b, 1)
-    flat_g = g.permute(1, 0, 2).reshape(b, h * c)
-    heads.weight.grad = (flat_g.T @ x).view(h, c, -1)
-    heads.bias.grad = g.sum(1)
-    return losses
+    return (per * w.unsqueeze(1)).sum(0) / w.sum()
 
 
 def head_scores(task: str, logits: torch.Tensor) -> torch.Tensor:

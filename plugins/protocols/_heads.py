@@ -30,8 +30,9 @@ import torch.nn.functional as F
 
 def with_bias_column(x: torch.Tensor) -> torch.Tensor:
     """(N, D) features as contiguous float32 (N, D + 1) with a trailing column of ones (the bias input)."""
-    out = torch.ones(x.shape[0], x.shape[1] + 1, dtype=torch.float32, device=x.device)
+    out = torch.empty(x.shape[0], x.shape[1] + 1, dtype=torch.float32, device=x.device)
     out[:, :-1] = x
+    out[:, -1] = 1.0
     return out
 
 

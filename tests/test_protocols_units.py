@@ -191,6 +191,36 @@ def test_a_head_trains_the_same_alone_or_in_a_grid(head_patience):
         assert together["head_epochs"] < 12 * len(grid)  # some head left before the last epoch
 
 
+def test_a_diverged_head_does_not_drive_early_stopping(monkeypatch):
+    """A fast head that leads early and then diverges can never be selected, so its old score
+    must neither stop training nor appear in the validation curve."""
+    from medfm_plugins.protocols import _heads
+    from medfm_plugins.protocols._common import KindFeatures
+    from medfm_plugins.protocols._heads import training_targets
+    from medfm_plugins.protocols.linear_probe import train_grid
+
+    real_step = _heads.HeadStack.step
+
+    def step(self, grad, scale=1.0):
+        real_step(self, grad, scale)
+        if self.t == 10:  # the lr 0.5 head, best after the first epochs, diverges
+            self.weight[self.lr.view(-1) == 0.5] = float("nan")
+
+    monkeypatch.setattr(_heads.HeadStack, "step", step)
+    rng = np.random.default_rng(0)
+    labels = {s: rng.integers(0, 3, n) for s, n in (("train", 90), ("val", 40), ("test", 10))}
+    tensors = {s: torch.from_numpy(rng.normal(size=(len(v), 6)) + v[:, None] * 0.3).float() for s, v in labels.items()}
+    y = training_targets("multiclass", labels["train"])
+    out = train_grid("multiclass", "auroc", [KindFeatures("cls", {}, tensors, False)], y, labels["val"], 3,
+                     [(0.5, 0.0), (1e-3, 0.0)], 30, 20, 1, 2, None, torch.Generator().manual_seed(1))
+    assert out["dead"].tolist() == [True, False]
+    assert out["best_val"][0] > out["best_val"][1]  # the dead head's pre-divergence score is the higher one
+    died = int(out["best_epoch"][0]) + 1
+    assert all(h["best_val"] <= float(out["best_val"][1]) for h in out["history"] if h["epoch"] > died)
+    assert out["history"][-1]["best_val"] == float(out["best_val"][1])
+    assert out["epochs_run"] > int(out["best_epoch"][1])  # stopped on the live head's patience, not the dead one's
+
+
 def test_binary_logistic_head_is_a_two_way_softmax():
     from medfm_plugins.protocols._heads import head_scores
 

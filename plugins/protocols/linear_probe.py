@@ -60,6 +60,13 @@ def gather_rows(x: np.ndarray, index: np.ndarray, buffer: np.ndarray) -> torch.T
     return torch.from_numpy(np.take(x, index, axis=0, out=buffer[:len(index)]))
 
 
+def selectable_best(best_val: torch.Tensor, dead: torch.Tensor) -> float:
+    """The best validation score of the heads that can still be selected (diverged heads cannot,
+    unless every head diverged), so that a dead head's old score never drives early stopping."""
+    live = best_val[~dead]
+    return float(live.max()) if len(live) else float(best_val.max())
+
+
 def train_grid(task: str, metric: str, kinds: list[KindFeatures], y: torch.Tensor, val_labels: np.ndarray,
                n_classes: int, grid: list[tuple[float, float]], epochs: int, batch_size: int, eval_every: int,
                patience: int, class_weights: torch.Tensor | None, generator: torch.Generator,
@@ -112,7 +119,7 @@ def train_grid(task: str, metric: str, kinds: list[KindFeatures], y: torch.Tenso
             step += 1
         if epoch % eval_every and epoch != epochs:
             continue
-        before = float(best_val.max())
+        before = selectable_best(best_val, dead)
         with torch.no_grad():
             for i in live:
                 stack = banks[i].stack
@@ -132,7 +139,7 @@ def train_grid(task: str, metric: str, kinds: list[KindFeatures], y: torch.Tenso
                 if head_patience:
                     leave |= stale_head[ids] >= head_patience
                 stack.keep(~leave)
-        top = float(best_val.max())
+        top = selectable_best(best_val, dead)
         history.append({"epoch": epoch, "best_val": top if math.isfinite(top) else None,
                         "training_heads": sum(b.stack.heads for b in banks)})
         stale = 0 if top > before else stale + 1

@@ -18,13 +18,15 @@ import time
 from pathlib import Path
 
 from medfm.config import RunConfig
+from medfm.plots import few_shot_series, plot_few_shot
 from medfm.records import load_record
 from medfm.registry import load_registry
 from medfm.runner import Runner
 
 from _results import update_section
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 PROTOCOLS = ["knn", "linear_probe", "logistic_regression", "few_shot_prototype", "few_shot_knn", "few_shot_linear"]
 METRICS = ["auroc", "accuracy", "balanced_accuracy", "f1_macro", "auprc", "kappa"]
 # MedMNIST+ (Doerrich et al. 2024), DINO ViT-B/16 frozen features on BreastMNIST, as quoted in
@@ -110,6 +112,8 @@ def main() -> None:
         if failed:
             raise SystemExit("cells failed:\n" + "\n".join(failed))
         records = [load_record(o.record_path, verify=True) for o in outcomes]
+    plot_few_shot(few_shot_series(records), HERE / "breastmnist_few_shot.png",
+                  title="BreastMNIST few-shot (real weights; test AUROC)")
     rows, data = [], {"records": {}, "seconds": seconds, "bootstrap": args.bootstrap}
     for r in records:
         key = f"{r['backbone']['name']} × {r['protocol']['name']}"
@@ -137,6 +141,10 @@ feature extraction (cached). Whole run: {seconds:.0f} s.
 Few-shot AUROC (percent, mean ± std over 5 seeded episodes; support drawn from the training split only):
 
 {chr(10).join(few_shot_rows(records))}
+
+![BreastMNIST few-shot curves](breastmnist_few_shot.png)
+
+(drawn from the records' `extra.curve` by `medfm.plots`, what `medfm plot few-shot --results <folder>` does)
 
 Reference, MedMNIST+ (Doerrich et al. 2024), DINO ViT-B/16 frozen features on BreastMNIST (percent,
 as quoted in `../shared/assets/README.md`; a larger model than both above, and not the same weights):

@@ -27,6 +27,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Benchmark natural-image foundation models on medical imaging.")
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect or clear the feature cache.")
 app.add_typer(cache_app, name="cache")
+plot_app = typer.Typer(no_args_is_help=True, help="Figures from the result records.")
+app.add_typer(plot_app, name="plot")
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 KIND_OF = {"backbones": "backbone", "datasets": "dataset", "protocols": "protocol"}
@@ -233,6 +235,32 @@ def validate(paths: List[Path] = typer.Argument(..., help="Record files or folde
             out.print(f"[red]invalid[/] {rich_escape(str(exc))}", soft_wrap=True)
     if failures:
         raise typer.Exit(1)
+
+
+@plot_app.command("few-shot")
+def plot_few_shot_cmd(
+    results: str = typer.Option("results", "--results", help="Results folder."),
+    out_file: Path = typer.Option(Path("few_shot.png"), "--out", "-o", help="Figure file (.png, .svg or .pdf)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Metric (default: each data set's primary)."),
+    dataset: str = typer.Option("*", "--dataset", "-d", help="Data set name pattern."),
+    backbone: str = typer.Option("*", "--backbone", "-b", help="Backbone name pattern."),
+    title: Optional[str] = typer.Option(None, "--title", help="Figure title."),
+) -> None:
+    """Few-shot curves: metric vs labelled examples per class, mean ± sd over episodes."""
+    from .plots import few_shot_series, plot_few_shot
+
+    if not Path(results).is_dir():
+        raise UserError(f"{results}: no such results folder; run `medfm run` first or pass --results")
+    records = []
+    for path, record, error in iter_records(results):
+        if record is None:
+            err.print(f"[yellow]skipped invalid record:[/] {rich_escape(str(error))}", soft_wrap=True)
+        else:
+            records.append(record)
+    series = few_shot_series(records, metric, dataset, backbone)
+    written = plot_few_shot(series, out_file, title)
+    out.print(f"wrote {rich_escape(str(written))}: {len(series)} curves, "
+              f"{len({s.dataset for s in series})} data set(s)")
 
 
 @cache_app.command("info")

@@ -19,7 +19,7 @@ from . import leaderboard as lb
 from .cache import FeatureCache
 from .config import RunConfig, load_config, with_overrides
 from .errors import UserError
-from .records import iter_records, load_record
+from .records import is_record_file, iter_records, load_record
 from .registry import Registry, load_registry
 from .runner import Cell, CellOutcome, Hooks, Runner
 
@@ -32,6 +32,16 @@ app.add_typer(plot_app, name="plot")
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 KIND_OF = {"backbones": "backbone", "datasets": "dataset", "protocols": "protocol"}
+# Recent typer versions vendor their own copy of click, whose exceptions are distinct classes.
+USAGE_ERRORS: tuple[type[Exception], ...] = (click.exceptions.ClickException,)
+ABORTS: tuple[type[BaseException], ...] = (click.exceptions.Abort,)
+try:
+    from typer._click import exceptions as _typer_click
+
+    USAGE_ERRORS += (_typer_click.ClickException,)
+    ABORTS += tuple(getattr(_typer_click, name) for name in ("Abort",) if hasattr(_typer_click, name))
+except ImportError:  # typer that uses the click package itself
+    pass
 
 
 def _registry(warn: bool = True) -> Registry:
@@ -187,6 +197,7 @@ def run(
     registry = _registry()
     runner = Runner(registry, cfg, RichHooks(err))
     cells = runner.plan()
+    runner.check(cells)
     err.print(f"[bold]{len(cells)} cells[/] on {runner.device}; results in {runner.results_dir}")
     outcomes = runner.run(cells)
     out.print(_summary(outcomes))
@@ -194,15 +205,18 @@ def run(
     err.print(f"leaderboard: {cfg.path(cfg.leaderboard)}; feature cache: {runner.cache.stats.hits} hits, "
               f"{runner.cache.stats.misses} misses")
     if failed:
-        err.print(f"[red]{len(failed)} of {len(cells)} cells failed[/]; their records hold the tracebacks")
+        err.print(f"[red]{len(failed)} of {len(cells)} cells failed[/]; the tracebacks are in their records "
+                  "(or in <protocol>.failed.json beside an earlier result that was kept)")
         raise typer.Exit(1)
 
 
 @app.command("leaderboard")
 def leaderboard_cmd(check: bool = typer.Option(False, "--check", help="Exit 1 if the file is stale."),
                     results: str = typer.Option("results", "--results", help="Results folder."),
-                    file: str = typer.Option("leaderboard.md", "--file", help="Leaderboard file.")) -> None:
+                    file: str = typer.Option("leaderboard.md", "--file", "--leaderboard", help="Leaderboard file.")) -> None:
     """Regenerate leaderboard.md from the records (verified) under results/."""
+    if not Path(results).is_dir():
+        raise UserError(f"{results}: no such results folder; run `medfm run` first or pass --results")
     records, bad = [], []
     for path, record, error in iter_records(results, verify=True):
         if record is None:
@@ -212,6 +226,9 @@ def leaderboard_cmd(check: bool = typer.Option(False, "--check", help="Exit 1 if
     for line in bad:
         err.print(f"[yellow]skipped invalid record:[/] {rich_escape(line)}", soft_wrap=True)
     if check:
+        if bad:
+            err.print(f"[red]{len(bad)} invalid record(s)[/] under {rich_escape(results)}: fix or remove them")
+            raise typer.Exit(1)
         if lb.is_stale(file, records):
             err.print(f"[red]{file} is stale[/]: run `medfm leaderboard` and commit the result")
             raise typer.Exit(1)
@@ -224,7 +241,13 @@ def leaderboard_cmd(check: bool = typer.Option(False, "--check", help="Exit 1 if
 @app.command()
 def validate(paths: List[Path] = typer.Argument(..., help="Record files or folders to check.")) -> None:
     """Check submitted records: schema, predictions checksum, and metrics recomputed from predictions."""
-    files = [p for path in paths for p in (sorted(path.rglob("*.json")) if path.is_dir() else [path])]
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path}: no such record file or folder")
+    files = [p for path in paths for p in (sorted(f for f in path.rglob("*.json") if is_record_file(f))
+                                           if path.is_dir() else [path])]
+    if not files:
+        raise UserError(f"no records under {', '.join(map(str, paths))}: nothing to validate")
     failures = 0
     for f in files:
         try:
@@ -258,6 +281,10 @@ def plot_few_shot_cmd(
         else:
             records.append(record)
     series = few_shot_series(records, metric, dataset, backbone)
+    if not series and metric:
+        known = sorted({m for r in records for m in ((r.get("extra") or {}).get("curve") or {}).get("mean", {})})
+        if known and metric not in known:
+            raise UserError(f"the few-shot records have no metric {metric!r}; they have {', '.join(known)}")
     written = plot_few_shot(series, out_file, title)
     out.print(f"wrote {rich_escape(str(written))}: {len(series)} curves, "
               f"{len({s.dataset for s in series})} data set(s)")
@@ -284,10 +311,10 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         err.print(f"[red]error:[/] {rich_escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except ABORTS:
         err.print("[red]aborted[/]")
         sys.exit(130)
-    except click.exceptions.ClickException as exc:
+    except USAGE_ERRORS as exc:
         exc.show()
         sys.exit(exc.exit_code)
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -29,7 +29,7 @@ import fnmatch
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,11 +67,20 @@ class RunConfig:
     base_dir: str = "."
 
     def options_for(self, kind: str, name: str) -> dict[str, Any]:
-        """Merged options of every table whose key matches ``name`` (exact or glob)."""
+        """Merged options of every table whose key matches ``name`` (exact or glob).
+
+        A resolution variant ``model@112`` also takes the options of its base name ``model``
+        (weights, revision, ...), which its own tables override. More specific keys win: the
+        full name over the base name, an exact key over a glob, a longer glob over a shorter one.
+        """
         tables = self.options.get(kind, {})
-        hits = [(len(k), k) for k in tables if k == name or fnmatch.fnmatchcase(name, k)]
+        names = [name.split("@", 1)[0], name] if "@" in name else [name]
+        hits = []
+        for rank, candidate in enumerate(names):
+            hits += [(rank, k == candidate, len(k), k) for k in tables
+                     if k == candidate or fnmatch.fnmatchcase(candidate, k)]
         merged: dict[str, Any] = {}
-        for _, key in sorted(hits, key=lambda h: (h[1] == name, h[0])):
+        for *_, key in sorted(hits):
             merged.update(tables[key])
         return merged
 

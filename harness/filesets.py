@@ -119,6 +119,8 @@ def parse_options(name: str, options: Mapping[str, Any], default_root: Path | No
 
 def require_root(name: str, root: Path, layout: str) -> Path:
     """The data folder, or one user error line showing the expected layout."""
+    if root.is_file():
+        raise UserError(f"{name}: `root` must be the data folder, not the file {root}; expected layout: {layout}")
     if not root.is_dir():
         raise UserError(f"{name}: data folder {root} does not exist; expected layout: {layout} "
                         "(set the `root` option)")

@@ -11,7 +11,7 @@ import importlib.metadata as importlib_metadata
 import os
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 

@@ -64,13 +64,23 @@ class CellPaths:
 
     record: Path
     predictions: Path
+    failed: Path
+
+
+FAILED_SUFFIX = ".failed.json"
 
 
 def cell_paths(results_dir: str | Path, backbone: str, dataset: str, protocol: str) -> CellPaths:
-    """``results/<backbone>/<dataset>/<protocol>.json`` with sanitised names."""
+    """``results/<backbone>/<dataset>/<protocol>.json`` with sanitised names; ``failed`` holds the
+    last failed attempt when it did not replace an earlier good record (not a record itself)."""
     folder = Path(results_dir) / safe_name(backbone) / safe_name(dataset)
     stem = safe_name(protocol)
-    return CellPaths(folder / f"{stem}.json", folder / f"{stem}.predictions.npz")
+    return CellPaths(folder / f"{stem}.json", folder / f"{stem}.predictions.npz", folder / f"{stem}{FAILED_SUFFIX}")
+
+
+def is_record_file(path: Path) -> bool:
+    """Whether a JSON file under a results folder is a record (not hidden, not a failed-attempt note)."""
+    return path.suffix == ".json" and not path.name.startswith(".") and not path.name.endswith(FAILED_SUFFIX)
 
 
 def write_predictions(path: Path, predictions: Predictions) -> dict[str, Any]:
@@ -158,7 +168,7 @@ def iter_records(results_dir: str | Path, verify: bool = False) -> Iterator[tupl
     if not root.exists():
         return
     for path in sorted(root.rglob("*.json")):
-        if path.name.startswith("."):
+        if not is_record_file(path):
             continue
         try:
             yield path, load_record(path, verify=verify), None

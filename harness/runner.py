@@ -31,6 +31,7 @@ from .errors import UserError
 from .extract import extract_features
 from .io import sha256_json
 from .metrics import degenerate_flags, evaluate
+from .option_checks import check_protocol_options
 from .records import SCHEMA_VERSION, RecordError, cell_paths, iter_records, load_record, write_predictions, write_record
 from .registry import Registry
 from .seeding import cell_seed, seed_everything
@@ -128,6 +129,7 @@ class Runner:
     def run(self, cells: Iterable[Cell] | None = None) -> list[CellOutcome]:
         """Run every cell (or the given ones); then refresh the leaderboard."""
         cells = list(cells if cells is not None else self.plan())
+        self.check(cells)
         outcomes: list[CellOutcome] = []
         current_backbone: str | None = None
         for cell in cells:
@@ -141,6 +143,17 @@ class Runner:
         if self.writes:
             self.refresh_leaderboard()
         return outcomes
+
+    def check(self, cells: Iterable[Cell]) -> None:
+        """Settings that would make every cell fail, found before any runs: a ``UserError``."""
+        from .preprocessing import RESIZE_POLICIES
+
+        if self.config.resize is not None and self.config.resize not in RESIZE_POLICIES:
+            raise UserError(f"--resize {self.config.resize!r} is not a resize policy; use one of {RESIZE_POLICIES}")
+        if self.config.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1; got {self.config.batch_size}")
+        for protocol in {c.protocol.name: c.protocol for c in cells}.values():
+            check_protocol_options(protocol.name, protocol.defaults, self.config.options_for("protocol", protocol.name))
 
     def refresh_leaderboard(self) -> bool:
         """Regenerate the leaderboard from every valid record under the results folder."""
@@ -190,11 +203,16 @@ class Runner:
                       "error": {"type": type(exc).__name__, "message": str(exc) or repr(exc),
                                 "traceback": "".join(tb[-TRACEBACK_LINES:])}}
             record["timings"] = {"total_s": round(time.perf_counter() - start, 3)}
-            if self.writes:
+            message = f"{type(exc).__name__}: {exc}"
+            kept = self.writes and _holds_good_record(paths.record)
+            if kept:  # a failed attempt (often a mistyped option) must not destroy a computed result
+                write_record(paths.failed, record)
+                message += f" (the earlier result in {paths.record.name} is kept; details in {paths.failed.name})"
+            elif self.writes:
                 write_record(paths.record, record)
                 paths.predictions.unlink(missing_ok=True)
-            outcome = CellOutcome(cell, "error", paths.record, seconds=time.perf_counter() - start,
-                                  message=f"{type(exc).__name__}: {exc}")
+            outcome = CellOutcome(cell, "error", paths.failed if kept else paths.record,
+                                  seconds=time.perf_counter() - start, message=message)
             self.hooks.cell_end(outcome)
             return outcome
         outcome = _outcome_from_record(cell, "ok", paths.record, record)
@@ -302,6 +320,7 @@ class Runner:
                              f"{cell.dataset.primary_metric!r}, which is not computed for {dataset.task} tasks")
         if self.writes:
             write_record(paths.record, record)
+            paths.failed.unlink(missing_ok=True)
         return record
 
     # ------------------------------------------------------------------ shared loading
@@ -430,6 +449,16 @@ def _state_digest(backbone: Backbone) -> str:
         cached = h.hexdigest()
         backbone._medfm_state_digest = cached
     return cached
+
+
+def _holds_good_record(path: Path) -> bool:
+    """Whether ``path`` holds a valid, successful record (with its predictions)."""
+    if not path.exists():
+        return False
+    try:
+        return load_record(path, verify=True)["status"] == "ok"
+    except RecordError:
+        return False
 
 
 def _outcome_from_record(cell: Cell, status: str, path: Path, record: dict[str, Any]) -> CellOutcome:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 
@@ -53,6 +53,26 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
+def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str | os.PathLike,
+              backbone: str) -> None:
+    """``module.load_state_dict(state, strict=True)``; a checkpoint that does not fit the model is
+    one line counting and naming a few missing, unexpected and mis-shaped keys, not PyTorch's
+    full key dump."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        own = module.state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        shapes = [k for k in sorted(set(own) & set(state)) if tuple(own[k].shape) != tuple(state[k].shape)]
+        parts = [f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})" if missing else "",
+                 f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})" if unexpected else "",
+                 f"{len(shapes)} keys of another shape (e.g. {shapes[0]}: {tuple(state[shapes[0]].shape)} for "
+                 f"{tuple(own[shapes[0]].shape)})" if shapes else ""]
+        detail = "; ".join(p for p in parts if p) or " ".join(str(exc).split())[:200]
+        raise UserError(f"backbone {backbone!r}: the weights in {source} do not fit this model ({detail}); "
+                        f"check that the file is the checkpoint of {backbone}") from None
+
+
 def verify_sha256(path: str | os.PathLike, expected: str, what: str) -> str:
     """Check a file's sha256 (memoised per process) and return it; a mismatch is a user error."""
     actual = sha256_file_memo(path)
@@ -70,8 +90,18 @@ def strip_prefixes(state: dict[str, torch.Tensor], prefixes: Iterable[str]) -> d
     return state
 
 
-def offline_message(backbone: str, source: str, exc: BaseException) -> str:
-    """One line saying the download failed and how to use a local file instead."""
-    return (f"backbone {backbone!r}: could not get weights from {source} ({type(exc).__name__}: "
-            f"{' '.join(str(exc).split())[:160]}). If this machine is offline, download them elsewhere and set "
-            f"`weights = \"/path/to/file\"` under [backbone.\"{backbone}\"] in your run config")
+def offline_message(backbone: str, source: str, exc: BaseException, what: str = "them",
+                    path_hint: str = "/path/to/file") -> str:
+    """One line saying the download failed and how to use a local file instead.
+
+    The config table named is the base name (``model`` for ``model@112``): its options apply
+    to every resolution variant.
+    """
+    reason = " ".join(str(exc).split())
+    if len(reason) > 160:
+        reason = reason[:160].rsplit(" ", 1)[0] + " …"
+    base = backbone.split("@", 1)[0]
+    return (f"backbone {backbone!r}: could not get weights from {source} ({type(exc).__name__}: {reason}). "
+            f"If this machine is offline, download {what} elsewhere and set "
+            f"`weights = \"{path_hint}\"` under [backbone.\"{base}\"] in your run config "
+            f"(or --set 'backbone.{base}.weights={path_hint}')")

@@ -200,3 +200,15 @@ def test_non_utf8_file_is_user_error(tmp_path):
 def test_directory_instead_of_file_is_user_error(tmp_path):
     with pytest.raises(UserError):
         load_config(tmp_path)
+
+
+def test_a_resolution_variant_inherits_its_base_names_options():
+    """``[backbone."timm/x"] weights = ...`` also applies to ``timm/x@112``; the variant's own table wins."""
+    cfg = RunConfig(backbones=["timm/x@112"])
+    cfg.options["backbone"] = {"timm/x": {"weights": "/w/base.safetensors", "revision": "a"},
+                               "timm/x@112": {"revision": "b"}, "timm/*": {"pretrained": True, "revision": "c"}}
+    assert cfg.options_for("backbone", "timm/x@112") == {"weights": "/w/base.safetensors", "revision": "b",
+                                                         "pretrained": True}
+    assert cfg.options_for("backbone", "timm/x") == {"weights": "/w/base.safetensors", "revision": "a",
+                                                     "pretrained": True}
+    assert cfg.options_for("backbone", "timm/y@112") == {"pretrained": True, "revision": "c"}

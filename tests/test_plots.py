@@ -80,3 +80,11 @@ def test_nothing_to_plot_is_one_clear_error(results, tmp_path):
         main(["plot", "few-shot", "--results", str(tmp_path / "missing"), "-o", str(tmp_path / "x.png")])
     assert exc.value.code == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_misspelled_metric_is_named_with_the_choices(results, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["plot", "few-shot", "--results", str(results), "--metric", "aucroc", "-o", str(tmp_path / "x.png")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "no metric 'aucroc'" in err and "auroc" in err and "balanced_accuracy" in err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,10 +10,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from medfm import Predictions, ProtocolOutput, ProtocolSpec, hookimpl
-from medfm.config import RunConfig
 from medfm.records import iter_records, load_record
 from medfm.runner import Runner
 

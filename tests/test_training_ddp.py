@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from medfm.config import load_config
 from medfm.records import iter_records, read_predictions

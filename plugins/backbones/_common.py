@@ -17,6 +17,7 @@ from torch import nn
 
 from medfm import BackboneSpec, Preprocessing, UserError
 from medfm.io import sha256_file_memo
+from medfm.weights import offline_message
 
 COMMON_OPTIONS = ("weights", "pretrained")
 
@@ -43,10 +44,7 @@ def spec_preprocessing(spec: BackboneSpec) -> Preprocessing:
 
 def offline_error(backbone: str, source: str, exc: BaseException, what: str, path_hint: str) -> UserError:
     """One line: the download failed, what to fetch by hand and where the run config takes it."""
-    reason = " ".join(str(exc).split())[:160]
-    return UserError(f"backbone {backbone!r}: could not get weights from {source} ({type(exc).__name__}: {reason}). "
-                     f"If this machine is offline, download {what} elsewhere and set "
-                     f"`weights = \"{path_hint}\"` under [backbone.\"{backbone}\"] in your run config")
+    return UserError(offline_message(backbone, source, exc, what, path_hint))
 
 
 def hf_cached_sha(repo_id: str, filenames: Iterable[str]) -> str | None:

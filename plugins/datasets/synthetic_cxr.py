@@ -8,7 +8,6 @@ Nodule masks are kept for segmentation protocols.
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 from scipy import ndimage

@@ -181,7 +181,9 @@ def run_episodes(ctx: Context, classifier: str) -> ProtocolOutput:
         raise ValueError(f"{ctx.backbone_spec.name} does not offer feature kind {o['feature_kind']!r}")
     train, test = feats.sets["train"], feats.sets["test"]
     x_train, x_test = feats.tensors["train"], feats.tensors["test"]
-    shots = sorted({int(n) for n in o["shots"]})
+    shots = sorted({int(n) for n in (o["shots"] if isinstance(o["shots"], (list, tuple)) else [o["shots"]])})
+    if shots[0] < 1:
+        raise UserError(f"few-shot `shots` must be at least 1 labelled example per class; got {shots}")
     usable = [n for n in shots if feasible(task, train, n_classes, n)]
     if not usable:
         raise UserError(f"no class count in {shots} is available for every class of the training split")

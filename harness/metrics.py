@@ -192,14 +192,25 @@ def weighted_metrics(task: str, labels: np.ndarray, scores: np.ndarray, w: np.nd
 
 
 # ---------------------------------------------------------------- one metric for many score sets
+PAIRWISE_AUROC_MAX = 1 << 20  # heads x positives x negatives up to which pairs are counted directly
+
+
 def _rank_auroc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """AUROC of binary ``y`` (N,) for each row of scores ``s`` (H, N): Mann-Whitney U with mid-ranks."""
+    """AUROC of binary ``y`` (N,) for each row of scores ``s`` (H, N): the Mann-Whitney U statistic
+    (ties count half, as in scikit-learn), from the positive-negative pairs directly when there are
+    few (about 10x faster than ranking on a validation split of a hundred samples), else from
+    mid-ranks."""
     pos = float(y.sum())
     neg = len(y) - pos
     if pos == 0 or neg == 0:
         return np.full(s.shape[0], np.nan)
-    ranks = rankdata(s, axis=1)  # ties get the average rank, as scikit-learn counts them half
-    u = ranks[:, y.astype(bool)].sum(1) - pos * (pos + 1) / 2
+    is_pos = y.astype(bool)
+    if s.shape[0] * pos * neg <= PAIRWISE_AUROC_MAX:  # small sets (validation splits): count the pairs
+        diff = s[:, is_pos][:, :, None] - s[:, ~is_pos][:, None, :]
+        u = (diff > 0).sum((1, 2)) + 0.5 * (diff == 0).sum((1, 2))
+    else:
+        ranks = rankdata(s, axis=1)  # ties get the average rank, as scikit-learn counts them half
+        u = ranks[:, is_pos].sum(1) - pos * (pos + 1) / 2
     out = u / (pos * neg)
     return np.where(np.isfinite(s).all(1), out, np.nan)
 

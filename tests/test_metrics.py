@@ -229,6 +229,22 @@ def test_metric_per_head_equals_sklearn_for_each_head(task, ties):
         np.testing.assert_allclose(got, expected, atol=1e-9, err_msg=name)
 
 
+@pytest.mark.parametrize("pairwise", [True, False])
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_both_auroc_paths_equal_sklearn(task, pairwise, monkeypatch):
+    """Per-head AUROC counts positive-negative pairs on small sets and ranks on large ones;
+    either way it is scikit-learn's, ties included."""
+    from medfm import metrics
+
+    monkeypatch.setattr(metrics, "PAIRWISE_AUROC_MAX", 1 << 40 if pairwise else 0)
+    labels, _ = random_task(task, n=90, seed=31)
+    heads = np.stack([random_task(task, n=90, seed=40 + h, ties=True)[1] for h in range(4)])
+    heads[1] = np.round(heads[1], 1)
+    got = metrics.metric_per_head(task, "auroc", labels, heads)
+    expected = [point_metrics(task, labels, heads[h])["auroc"] for h in range(len(heads))]
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
 def test_metric_per_head_gives_nan_for_non_finite_heads():
     from medfm.metrics import metric_per_head
 

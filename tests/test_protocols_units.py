@@ -1,4 +1,4 @@
-"""Protocol building blocks against independent references: chunked kNN, fused heads, AdamW."""
+"""Protocol building blocks against independent references: chunked kNN, fused heads, SGD, the dual form."""
 
 from __future__ import annotations
 
@@ -75,8 +75,9 @@ def _stack(task: str, heads: int, dim: int, outputs: int, seed: int, lrs=None, w
     return HeadStack(task, dim, outputs, lrs, wds, weight=torch.randn(heads, outputs, dim + 1, generator=gen) * 0.5)
 
 
-def test_head_stack_adamw_equals_torch_adamw_for_each_head():
-    """Each head of the stack follows exactly the trajectory torch.optim.AdamW gives it alone."""
+def test_head_stack_sgd_equals_torch_sgd_for_each_head():
+    """Each head of the stack follows exactly the trajectory torch.optim.SGD (momentum, L2 weight
+    decay on the weight only, a cosine-scaled learning rate) gives it alone."""
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 12, generator=gen), torch.randint(0, 3, (64,), generator=gen)
     lrs, wds = torch.tensor([1e-3, 3e-2, 1e-1]), torch.tensor([0.0, 1e-2, 0.5])
@@ -87,8 +88,8 @@ def test_head_stack_adamw_equals_torch_adamw_for_each_head():
         with torch.no_grad():
             lin.weight.copy_(stack.weight[h, :, :-1])
             lin.bias.copy_(stack.weight[h, :, -1])
-        opt = torch.optim.AdamW([{"params": [lin.weight], "weight_decay": float(wds[h])},
-                                 {"params": [lin.bias], "weight_decay": 0.0}], lr=float(lrs[h]))
+        opt = torch.optim.SGD([{"params": [lin.weight], "weight_decay": float(wds[h])},
+                               {"params": [lin.bias], "weight_decay": 0.0}], lr=float(lrs[h]), momentum=0.9)
         singles.append((lin, opt))
     xb = with_bias_column(x)
     for step in range(25):
@@ -104,6 +105,97 @@ def test_head_stack_adamw_equals_torch_adamw_for_each_head():
     for h, (lin, _) in enumerate(singles):
         torch.testing.assert_close(stack.weight[h, :, :-1], lin.weight.detach(), atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(stack.weight[h, :, -1], lin.bias.detach(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fused_train_step_equals_reference_step(task, weighted):
+    """The training loop's fused step (gradient accumulated into the momentum buffer) is
+    ``step(gradient(...))``, in the primal and in the dual representation."""
+    from medfm_plugins.protocols._heads import kernel
+
+    gen = torch.Generator().manual_seed(8)
+    c = 1 if task == "binary" else 3
+    x = torch.randn(40, 9, generator=gen)
+    y = (torch.rand(40, c, generator=gen) < 0.4).float() if task != "multiclass" else torch.randint(0, 3, (40,), generator=gen)
+    w = torch.tensor([2.0, 0.7, 1.3][:c]) if weighted else None
+    lrs, wds = torch.tensor([1e-2, 1e-1]), torch.tensor([0.0, 1e-2])
+    for inputs, dim, dual in ((with_bias_column(x), 9, False), (with_bias_column(kernel(x, x)), 40, True)):
+        ref = HeadStack(task, dim, c, lrs, wds)
+        fused = HeadStack(task, dim, c, lrs, wds)
+        for step in range(6):
+            index = torch.tensor([(step * 7 + j) % 40 for j in range(12)])
+            index[-1] = index[0]  # a batch that straddles two passes can hold a row twice
+            rows, yb = inputs[index], y[index]
+            grad = ref.dual_gradient(rows, index, yb, w) if dual else ref.gradient(rows, yb, w)
+            ref.step(grad, 0.7)
+            fused.train_step(rows, yb, w, 0.7, index if dual else None)
+        torch.testing.assert_close(fused.weight, ref.weight, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(fused.buffer, ref.buffer, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_dual_representation_follows_the_primal_trajectory(task):
+    """SGD on kernel rows with coefficients over the training rows is the primal SGD, exactly:
+    the same weights after every step, for every head, with momentum and weight decay."""
+    from medfm_plugins.protocols._heads import kernel, to_primal
+
+    gen = torch.Generator().manual_seed(9)
+    n, d = 30, 50  # fewer rows than dimensions: the dual's regime
+    c = 1 if task == "binary" else 4
+    x = torch.randn(n, d, generator=gen)
+    y = (torch.rand(n, c, generator=gen) < 0.4).float() if task != "multiclass" else torch.randint(0, c, (n,), generator=gen)
+    lrs, wds = torch.tensor([1e-3, 3e-2, 1e-1]), torch.tensor([1e-2, 0.0, 1e-3])
+    primal, dual = HeadStack(task, d, c, lrs, wds), HeadStack(task, n, c, lrs, wds)
+    xb, kb = with_bias_column(x), with_bias_column(kernel(x, x))
+    for step in range(20):
+        index = torch.randperm(n, generator=gen)[:8]
+        primal.train_step(xb[index], y[index], None, 0.9)
+        dual.train_step(kb[index], y[index], None, 0.9, index)
+        torch.testing.assert_close(to_primal(dual.weight, x), primal.weight, atol=2e-5, rtol=1e-4)
+    assert primal.weight.abs().max() > 0.05  # the heads did move
+
+
+def test_train_grid_is_the_same_in_both_representations():
+    """Forcing either representation gives the same heads, scores and checkpoints."""
+    from medfm_plugins.protocols._common import KindFeatures
+    from medfm_plugins.protocols._heads import training_targets
+    from medfm_plugins.protocols.linear_probe import train_grid
+
+    rng = np.random.default_rng(11)
+    labels = {s: rng.integers(0, 2, m) for s, m in (("train", 60), ("val", 30), ("test", 20))}
+    tensors = {s: torch.from_numpy(rng.normal(size=(len(v), 80)) + 0.4 * v[:, None]).float() for s, v in labels.items()}
+    kinds = [KindFeatures("cls", {}, tensors, False)]
+    y = training_targets("binary", labels["train"])
+    grid = [(1e-3, 0.0), (1e-2, 1e-3), (1e-1, 1e-2)]
+    out = {rep: train_grid("binary", "auroc", kinds, y, labels["val"], 2, grid, 12, 16, 2, 10 ** 6, None,
+                           torch.Generator().manual_seed(0), representation=rep) for rep in ("primal", "dual")}
+    assert out["dual"]["banks"][0].representation == "dual" and out["primal"]["banks"][0].representation == "primal"
+    torch.testing.assert_close(out["dual"]["best_val"], out["primal"]["best_val"])
+    assert torch.equal(out["dual"]["best_epoch"], out["primal"]["best_epoch"])
+    bank_d, bank_p = out["dual"]["banks"][0], out["primal"]["banks"][0]
+    torch.testing.assert_close(bank_d.primal(out["dual"]["best_w"][0]), bank_p.primal(out["primal"]["best_w"][0]),
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_dual_is_chosen_only_where_it_saves_arithmetic():
+    from medfm_plugins.protocols.linear_probe import dual_pays
+
+    assert dual_pays(546, 1536, 78, 24, 30)  # BreastMNIST, last-4 CLS: 24 heads
+    assert not dual_pays(546, 1536, 78, 1, 30)  # one head: the kernel costs more than it saves
+    assert not dual_pays(100_000, 768, 10_000, 24, 30)  # many rows
+    assert not dual_pays(546, 384, 78, 24, 30)  # narrow features
+
+
+def test_batch_stream_covers_every_row_once_per_pass():
+    from medfm_plugins.protocols.linear_probe import batch_stream
+
+    batches = list(batch_stream(10, 4, 3, torch.Generator().manual_seed(0)))
+    assert [len(i) for i, _ in batches] == [4, 4, 4, 4, 4, 4, 4, 2]  # full batches across passes, one remainder
+    assert [done for _, done in batches] == [0, 0, 1, 1, 2, 2, 2, 3]
+    rows = torch.cat([i for i, _ in batches])
+    for p in range(3):
+        assert sorted(rows[p * 10:(p + 1) * 10].tolist()) == list(range(10))
 
 
 def test_heads_are_independent_even_of_nan_heads():
@@ -199,17 +291,28 @@ def test_a_diverged_head_does_not_drive_early_stopping(monkeypatch):
     from medfm_plugins.protocols._heads import training_targets
     from medfm_plugins.protocols.linear_probe import train_grid
 
-    real_step = _heads.HeadStack.step
+    real_step = _heads.HeadStack.train_step
 
-    def step(self, grad, scale=1.0):
-        real_step(self, grad, scale)
-        if self.t == 10:  # the lr 0.5 head, best after the first epochs, diverges
+    def train_step(self, *args, **kwargs):
+        real_step(self, *args, **kwargs)
+        if self.t == 20:  # the lr 0.5 head, best after the first epochs, diverges
             self.weight[self.lr.view(-1) == 0.5] = float("nan")
 
-    monkeypatch.setattr(_heads.HeadStack, "step", step)
+    monkeypatch.setattr(_heads.HeadStack, "train_step", train_step)
     rng = np.random.default_rng(0)
     labels = {s: rng.integers(0, 3, n) for s, n in (("train", 90), ("val", 40), ("test", 10))}
-    tensors = {s: torch.from_numpy(rng.normal(size=(len(v), 6)) + v[:, None] * 0.3).float() for s, v in labels.items()}
+
+    def features(v):
+        # A nuisance shared by two features: the class-mean difference (where a slow head stays)
+        # cannot separate it from the signal; the fitted difference of the two features (which
+        # the fast head reaches within a few epochs) can.
+        shared = rng.normal(size=len(v)) * 3.0
+        x = rng.normal(size=(len(v), 6)) * 0.3
+        x[:, 0] += v + shared
+        x[:, 1] += shared
+        return torch.from_numpy(x).float()
+
+    tensors = {s: features(v) for s, v in labels.items()}
     y = training_targets("multiclass", labels["train"])
     out = train_grid("multiclass", "auroc", [KindFeatures("cls", {}, tensors, False)], y, labels["val"], 3,
                      [(0.5, 0.0), (1e-3, 0.0)], 30, 20, 1, 2, None, torch.Generator().manual_seed(1))

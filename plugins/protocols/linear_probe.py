@@ -55,19 +55,19 @@ DEFAULTS = {"feature_kinds": DEFAULT_KINDS, "lrs": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2
 
 @dataclass
 class Bank:
-    """The heads that read one feature kind, with that kind's standardised features (bias column appended).
+    """The heads that read one feature kind, with that kind's standardised features.
 
-    ``rows`` and ``val`` are the inputs the heads train and validate on: the features (primal)
-    or the kernel rows against the training features (dual, ``basis`` is then the standardised
-    training features). ``train`` and ``test`` are always the primal features: the selected
-    head is turned back into weights (``primal``) to predict.
+    ``rows`` and ``val`` are the inputs the heads train and validate on (bias column appended):
+    the features (primal) or the kernel rows against the training features (dual; ``basis`` is
+    then the standardised training features). ``train`` and ``test`` are always the primal
+    features with the bias column, made when first asked for (a dual bank trains without
+    them): the selected head is turned back into weights (``primal``) to predict.
     """
 
     kind: str
     rows: torch.Tensor
     val: torch.Tensor
-    train: torch.Tensor
-    test: torch.Tensor
+    features: dict[str, torch.Tensor]
     stack: HeadStack
     basis: torch.Tensor | None = None
 
@@ -75,6 +75,16 @@ class Bank:
     def representation(self) -> str:
         """``"dual"`` or ``"primal"``."""
         return "primal" if self.basis is None else "dual"
+
+    @property
+    def train(self) -> torch.Tensor:
+        """Standardised training features with the bias column."""
+        return self.rows if self.basis is None else with_bias_column(self.features["train"])
+
+    @property
+    def test(self) -> torch.Tensor:
+        """Standardised test features with the bias column."""
+        return with_bias_column(self.features["test"])
 
     def primal(self, weight: torch.Tensor) -> torch.Tensor:
         """Weights (H, C, D + 1) of this bank's heads ``weight``, in either representation."""
@@ -104,11 +114,11 @@ def make_bank(task: str, kf: KindFeatures, outputs: int, lrs: torch.Tensor, wds:
     n, dim = x_tr.shape
     dual = representation == "dual" or (
         representation == "auto" and dual_pays(n, dim, len(x_va), outputs * len(lrs), epochs))
-    train, test = with_bias_column(x_tr), with_bias_column(x_te)
+    features = {"train": x_tr, "test": x_te}
     if not dual:
-        return Bank(kf.kind, train, with_bias_column(x_va), train, test,
+        return Bank(kf.kind, with_bias_column(x_tr), with_bias_column(x_va), features,
                     HeadStack(task, dim, outputs, lrs, wds, momentum))
-    return Bank(kf.kind, with_bias_column(kernel(x_tr, x_tr)), with_bias_column(kernel(x_va, x_tr)), train, test,
+    return Bank(kf.kind, with_bias_column(kernel(x_tr, x_tr)), with_bias_column(kernel(x_va, x_tr)), features,
                 HeadStack(task, n, outputs, lrs, wds, momentum), basis=x_tr)
 
 

@@ -129,8 +129,8 @@ class HeadStack:
     def _unscaled_logit_gradient(self, x: torch.Tensor, y: torch.Tensor,
                                  class_weights: torch.Tensor | None) -> tuple[torch.Tensor, float]:
         """``logit_gradient`` as an unscaled tensor and the scalar that scales it (the 1 / (B C) of
-        the BCE mean), so that the training step can fold that scalar into the product or
-        scatter that consumes the gradient instead of spending an operation on it.
+        the BCE mean), so that the primal training step can fold that scalar into the product
+        that consumes the gradient instead of spending an operation on it.
 
         Logits are computed as (H C) x B, weights times inputs transposed: for these shapes that
         matrix product is about 20% faster than inputs times weights transposed, and the gradient's

@@ -58,10 +58,10 @@ class Bank:
     """The heads that read one feature kind, with that kind's standardised features.
 
     ``rows`` and ``val`` are the inputs the heads train and validate on (bias column appended):
-    the features (primal) or the kernel rows against the training features (dual; ``basis`` is
-    then the standardised training features). ``train`` and ``test`` are always the primal
-    features with the bias column, made when first asked for (a dual bank trains without
-    them): the selected head is turned back into weights (``primal``) to predict.
+    the features (primal) or the kernel rows against the standardised training features
+    (``dual``). ``train`` and ``test`` are always the primal features with the bias column, made
+    on request (a dual bank trains without them): the selected head is turned back into weights
+    (``primal``) to predict.
     """
 
     kind: str
@@ -69,17 +69,17 @@ class Bank:
     val: torch.Tensor
     features: dict[str, torch.Tensor]
     stack: HeadStack
-    basis: torch.Tensor | None = None
+    dual: bool = False
 
     @property
     def representation(self) -> str:
         """``"dual"`` or ``"primal"``."""
-        return "primal" if self.basis is None else "dual"
+        return "dual" if self.dual else "primal"
 
     @property
     def train(self) -> torch.Tensor:
         """Standardised training features with the bias column."""
-        return self.rows if self.basis is None else with_bias_column(self.features["train"])
+        return with_bias_column(self.features["train"]) if self.dual else self.rows
 
     @property
     def test(self) -> torch.Tensor:
@@ -88,7 +88,7 @@ class Bank:
 
     def primal(self, weight: torch.Tensor) -> torch.Tensor:
         """Weights (H, C, D + 1) of this bank's heads ``weight``, in either representation."""
-        return weight if self.basis is None else to_primal(weight, self.basis)
+        return to_primal(weight, self.features["train"]) if self.dual else weight
 
 
 def dual_pays(n: int, dim: int, n_val: int, outputs: int, epochs: int) -> bool:
@@ -119,7 +119,7 @@ def make_bank(task: str, kf: KindFeatures, outputs: int, lrs: torch.Tensor, wds:
         return Bank(kf.kind, with_bias_column(x_tr), with_bias_column(x_va), features,
                     HeadStack(task, dim, outputs, lrs, wds, momentum))
     return Bank(kf.kind, with_bias_column(kernel(x_tr, x_tr)), with_bias_column(kernel(x_va, x_tr)), features,
-                HeadStack(task, n, outputs, lrs, wds, momentum), basis=x_tr)
+                HeadStack(task, n, outputs, lrs, wds, momentum), dual=True)
 
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
@@ -200,7 +200,7 @@ def train_grid(task: str, metric: str, kinds: list[KindFeatures], y: torch.Tenso
         for i in live:
             stack = banks[i].stack
             xb = gather_rows(banks[i].rows, index, buffers[i])
-            stack.train_step(xb, yb, class_weights, scale, None if banks[i].basis is None else index)
+            stack.train_step(xb, yb, class_weights, scale, index if banks[i].dual else None)
         head_epochs += sum(banks[i].stack.heads for i in live) * len(index) / n
         step += 1
         if done // eval_every == epoch // eval_every and step < total:

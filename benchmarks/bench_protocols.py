@@ -35,7 +35,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from medfm import Predictions, ProtocolOutput, ProtocolSpec, hookimpl
+from medfm import ProtocolOutput, ProtocolSpec, hookimpl
 from medfm.io import write_json
 from medfm.plugins import load_entry_point_plugins, make_plugin_manager
 from medfm.registry import Registry
@@ -72,7 +72,7 @@ class Capture:
             self.got[ctx.backbone_spec.name] = {"kinds": kinds, "labels": {s: kinds[0].sets[s].labels
                                                                              for s in ("train", "val", "test")}}
             test = kinds[0].sets["test"]
-            return ProtocolOutput(Predictions(test.ids, test.labels, np.full((len(test.ids), 2), 0.5), test.groups))
+            return ProtocolOutput(ids=test.ids, scores=np.full((len(test.ids), 2), 0.5))
 
         register(ProtocolSpec(name="bench_capture", run=run, defaults={"feature_kinds": DEFAULT_KINDS}))
 
@@ -446,7 +446,7 @@ weight decays {', '.join(f'{v:g}' for v in dflt['weight_decays'])} (24 heads per
 head. One head is measured twice: through the protocol's own trainer with a one-point grid, and as
 the plain PyTorch loop a user would write for one head (`nn.Linear`, `torch.optim.SGD` with
 momentum, autograd, `BCEWithLogitsLoss`, scikit-learn AUROC; the same batches;
-{'the same best validation AUROC as the trainer' + "'" + 's one head' if same_val < 1e-6 else f'its best validation AUROC differs from the trainer' + "'" + f's one head by at most {same_val:.4f}'}).
+{'the same best validation AUROC as the trainer' + "'" + 's one head' if same_val < 1e-6 else 'its best validation AUROC differs from the trainer' + "'" + f's one head by at most {same_val:.4f}'}).
 The trainer picks the representation with fewer multiply-adds for each (the exact dual one for
 24 heads on 546 rows of 768 or more dimensions, the primal one for one head); the grid's time with
 the primal representation forced is listed too.

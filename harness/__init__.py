@@ -10,7 +10,8 @@ The public plugin API. A plugin module implements one or more hooks and register
 """
 
 from .backbone import FEATURE_KINDS, Backbone
-from .context import Context, FeatureSet, Predictions, ProtocolOutput
+from .context import Context, FeatureSet, ProtocolOutput
+from .predictions import Predictions
 from .dataset import Dataset, Split, array_fingerprint
 from .errors import UserError
 from .hookspecs import hookimpl

@@ -19,7 +19,6 @@ from . import leaderboard as lb
 from .cache import FeatureCache
 from .config import RunConfig, load_config, with_overrides
 from .errors import UserError
-from .records import is_record_file, iter_records, load_record
 from .registry import Registry, load_registry
 from .runner import Cell, CellOutcome, Hooks, Runner
 
@@ -187,18 +186,24 @@ def run(
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failing cell."),
     no_amp: bool = typer.Option(False, "--no-amp", help="Disable bf16 autocast on CUDA."),
     set_: Optional[List[str]] = typer.Option(None, "--set", "-o", help="Plugin option KIND.NAME.KEY=VALUE (repeatable)."),
+    submitter: Optional[str] = typer.Option(None, "--submitter",
+                                            help="Your submitter name (default: $MEDFM_SUBMITTER, git user.name, login)."),
+    source: Optional[List[str]] = typer.Option(None, "--source",
+                                               help="KIND:NAME=DISTRIBUTION: which plugin to use for a name two register."),
 ) -> None:
     """Run backbone x dataset x protocol. With no arguments: the offline default benchmark."""
     cfg = load_config(config) if config else RunConfig()
     cfg = with_overrides(cfg, backbones=backbone, datasets=dataset, protocols=protocol, seed=seed, device=device,
                          batch_size=batch_size, workers=workers, results_dir=results, cache_dir=cache_dir,
                          leaderboard=leaderboard, resize=resize, bootstrap=bootstrap,
-                         rerun=rerun or None, fail_fast=fail_fast or None, amp=False if no_amp else None, set=set_)
+                         rerun=rerun or None, fail_fast=fail_fast or None, amp=False if no_amp else None, set=set_,
+                         submitter=submitter, source=source)
     registry = _registry()
     runner = Runner(registry, cfg, RichHooks(err))
     cells = runner.plan()
     runner.check(cells)
-    err.print(f"[bold]{len(cells)} cells[/] on {runner.device}; results in {runner.results_dir}")
+    err.print(f"[bold]{len(cells)} cells[/] on {runner.device}; results in {runner.results_dir} "
+              f"as submitter {rich_escape(runner.submitter)}, seed {cfg.seed}")
     outcomes = runner.run(cells)
     out.print(_summary(outcomes))
     failed = [o for o in outcomes if o.status == "error"]
@@ -210,59 +215,188 @@ def run(
         raise typer.Exit(1)
 
 
-def _read_records(results: str, verify: bool) -> tuple[list[dict[str, Any]], list[str]]:
-    """The valid records under ``results`` and the errors of the invalid ones (each printed as a
-    warning); a missing folder is a user error, not an empty result."""
-    if not Path(results).is_dir():
+def _results_folder(results: str) -> Path:
+    """A results folder that exists (a missing one is a user error, not an empty result)."""
+    path = Path(results)
+    if not path.is_dir():
         raise UserError(f"{results}: no such results folder; run `medfm run` first or pass --results")
-    records, bad = [], []
-    for _, record, error in iter_records(results, verify=verify):
-        if record is None:
-            bad.append(str(error))
-            err.print(f"[yellow]skipped invalid record:[/] {rich_escape(str(error))}", soft_wrap=True)
-        else:
-            records.append(record)
-    return records, bad
+    return path
+
+
+def _scan(results: str, registry: Registry | None = None, quiet: bool = False):
+    """Every record under ``results``, verified; each rejected one printed as one warning line."""
+    from .verification import KnownSpecs, scan_results
+
+    registry = registry or _registry()
+    scan = scan_results(_results_folder(results), KnownSpecs.from_registry(registry))
+    if not quiet:
+        for rejected in scan.rejected:
+            err.print(f"[yellow]rejected:[/] {rich_escape(str(rejected.problem))}", soft_wrap=True)
+    return scan, registry
+
+
+def _read_records(results: str, verify: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """The verified records under ``results`` and the reasons of the rejected ones."""
+    scan, _ = _scan(results)
+    return [c.record for c in scan.valid], [str(c.problem) for c in scan.rejected]
+
+
+def _standings(results: str, policy_file: Optional[Path], leaderboard_file: str, quiet: bool = False):
+    from .standings import build_standings, load_policy
+    from .verification import KnownSpecs
+
+    scan, registry = _scan(results, quiet=quiet)
+    policy = load_policy(Path(leaderboard_file).parent, policy_file)
+    return scan, build_standings(scan, KnownSpecs.from_registry(registry), policy)
 
 
 @app.command("leaderboard")
-def leaderboard_cmd(check: bool = typer.Option(False, "--check", help="Exit 1 if the file is stale."),
+def leaderboard_cmd(check: bool = typer.Option(False, "--check", help="Exit 1 if the file is stale or a record is invalid."),
                     results: str = typer.Option("results", "--results", help="Results folder."),
-                    file: str = typer.Option("leaderboard.md", "--file", "--leaderboard", help="Leaderboard file.")) -> None:
-    """Regenerate leaderboard.md from the records (verified) under results/."""
-    records, bad = _read_records(results, verify=True)
+                    file: str = typer.Option("leaderboard.md", "--file", "--leaderboard", help="Leaderboard file."),
+                    html: Optional[Path] = typer.Option(None, "--html", help="Also write the web leaderboard to this folder."),
+                    policy: Optional[Path] = typer.Option(None, "--policy",
+                                                          help="Trust policy (default: leaderboard.toml beside the file)."),
+                    as_json: bool = typer.Option(False, "--json", help="Print the standings as JSON.")) -> None:
+    """Regenerate leaderboard.md (and the web page) from the verified records under results/."""
+    scan, standings = _standings(results, policy, file, quiet=as_json)
+    if as_json:
+        out.print_json(json.dumps(standings.as_dict()))
     if check:
-        if bad:
-            err.print(f"[red]{len(bad)} invalid record(s)[/] under {rich_escape(results)}: fix or remove them")
+        if scan.rejected:
+            err.print(f"[red]{len(scan.rejected)} invalid record(s)[/] under {rich_escape(results)}: fix or remove them")
             raise typer.Exit(1)
-        if lb.is_stale(file, records):
+        if lb.is_stale(file, standings):
             err.print(f"[red]{file} is stale[/]: run `medfm leaderboard` and commit the result")
             raise typer.Exit(1)
-        err.print(f"{file} is up to date ({len(records)} records)")
+        err.print(f"{file} is up to date ({len(scan.valid)} verified records)")
         return
-    changed = lb.update_file(file, records)
-    err.print(f"{file} {'updated' if changed else 'unchanged'} ({len(records)} records)")
+    changed = lb.update_file(file, standings)
+    err.print(f"{file} {'updated' if changed else 'unchanged'} ({len(scan.valid)} verified records, "
+              f"{len(scan.rejected)} rejected)")
+    if html is not None:
+        from .site import build_site
+
+        written = build_site(html, standings, scan)
+        err.print(f"web leaderboard: {written}")
 
 
 @app.command()
-def validate(paths: List[Path] = typer.Argument(..., help="Record files or folders to check.")) -> None:
-    """Check submitted records: schema, predictions checksum, and metrics recomputed from predictions."""
+def validate(paths: List[Path] = typer.Argument(..., help="Record files or results folders to check."),
+             as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Verify submitted records: every number recomputed from the predictions, nothing taken on trust."""
+    from .verification import KnownSpecs, scan_results, verify_file
+
     for path in paths:
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise UserError(f"{path}: no such record file or folder")
-    files = [p for path in paths for p in (sorted(f for f in path.rglob("*.json") if is_record_file(f))
-                                           if path.is_dir() else [path])]
-    if not files:
+    known = KnownSpecs.from_registry(_registry())
+    checked = []
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            checked += scan_results(path, known).entries
+        else:
+            checked.append(verify_file(path, known=known))
+    if not checked:
         raise UserError(f"no records under {', '.join(map(str, paths))}: nothing to validate")
-    failures = 0
-    for f in files:
-        try:
-            load_record(f, verify=True)
-            out.print(f"[green]ok[/] {rich_escape(str(f))}")
-        except UserError as exc:
-            failures += 1
-            out.print(f"[red]invalid[/] {rich_escape(str(exc))}", soft_wrap=True)
+    failures = [c for c in checked if not c.valid]
+    if as_json:
+        out.print_json(json.dumps([{"path": str(c.path), "valid": c.valid, "problem": c.problem,
+                                    "status": c.record["status"] if c.valid else None, "unranked": c.unranked,
+                                    "warnings": c.warnings} for c in checked]))
+    else:
+        for c in checked:
+            if not c.valid:
+                out.print(f"[red]invalid[/] {rich_escape(str(c.problem))}", soft_wrap=True)
+                continue
+            notes = ([f"not ranked: {'; '.join(c.unranked)}"] if c.unranked else []) + c.warnings
+            tail = f" [yellow]({rich_escape('; '.join(notes))})[/]" if notes else ""
+            status = "" if c.record["status"] == "ok" else " [dim](error record)[/]"
+            out.print(f"[green]ok[/] {rich_escape(str(c.path))}{status}{tail}", soft_wrap=True)
+        err.print(f"{len(checked) - len(failures)} verified, {len(failures)} invalid")
     if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def compare(a: str = typer.Argument(..., help="First backbone name."),
+            b: str = typer.Argument(..., help="Second backbone name."),
+            results: str = typer.Option("results", "--results", help="Results folder."),
+            protocol: str = typer.Option("*", "--protocol", "-p", help="Protocol name pattern."),
+            policy: Optional[Path] = typer.Option(None, "--policy", help="Trust policy file."),
+            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Paired bootstrap of A − B on every cell both backbones have (same test set), Holm-corrected."""
+    import fnmatch
+
+    from .standings import compare_cells, comparisons_between, uncompared_cells
+
+    _, standings = _standings(results, policy, "leaderboard.md", quiet=as_json)
+    items = [it for it in comparisons_between(standings, a, b) if fnmatch.fnmatchcase(it["table"].protocol, protocol)]
+    if not items:
+        names = sorted({r.backbone for t in standings.tables for bl in t.blocks for r in bl.rows})
+        raise UserError(f"{a!r} and {b!r} share no ranked cell under {results}; backbones with results: "
+                        f"{', '.join(names[:20]) or 'none'}")
+    compared = compare_cells(items, standings.policy)
+    skipped = [(t, c, why) for t, c, why in uncompared_cells(standings, a, b) if fnmatch.fnmatchcase(t.protocol, protocol)]
+    if as_json:
+        out.print_json(json.dumps([{"section": c["table"].section, "protocol": c["table"].protocol,
+                                    "dataset": c["column"].label, "metric": c["column"].metric,
+                                    "n_cases": c["column"].n_cases, "a": c["a"].label, "b": c["b"].label,
+                                    "value_a": c["value_a"], "value_b": c["value_b"], **c["result"].as_dict()}
+                                   for c in compared]))
+        return
+    table = Table("section", "protocol", "data set", "metric", "A", "B", "A − B [95% CI]", "p", "p (Holm)",
+                  title=f"A = {rich_escape(a)}, B = {rich_escape(b)}: paired bootstrap "
+                        f"({standings.policy.comparison_resamples} resamples)")
+    for c in compared:
+        r = c["result"]
+        table.add_row(c["table"].section, rich_escape(c["table"].protocol), rich_escape(c["column"].label),
+                      c["column"].metric, _v(c["value_a"]), _v(c["value_b"]),
+                      f"{r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]", lb._p(r.p), lb._p(r.p_holm))
+    out.print(table)
+    for t, col, why in skipped:
+        out.print(f"not compared: {rich_escape(t.protocol)} on {rich_escape(col.label)}: {rich_escape(why)}", soft_wrap=True)
+
+
+@app.command("verify")
+def verify_cmd(sample: int = typer.Option(..., "--sample", "-n", help="How many submitted cells to re-run."),
+               results: str = typer.Option("results", "--results", help="Results folder."),
+               config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                                     help="Run file with this machine's data roots and weights."),
+               set_: Optional[List[str]] = typer.Option(None, "--set", "-o", help="Plugin option KIND.NAME.KEY=VALUE."),
+               seed: int = typer.Option(0, "--seed", help="Seed of the random choice of cells."),
+               tolerance: float = typer.Option(0.01, "--tolerance", help="Largest accepted |claimed − reproduced|."),
+               device: Optional[str] = typer.Option(None, help="Device for the re-runs (default auto)."),
+               as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Re-run N randomly chosen submitted cells whose data and weights are here; check each metric reproduces."""
+    from .reproduce import max_difference, reproduce_sample
+
+    if sample < 1:
+        raise UserError(f"--sample must be at least 1; got {sample}")
+    if not 0 <= tolerance < 1:
+        raise UserError(f"--tolerance must be between 0 and 1; got {tolerance}")
+    base = load_config(config) if config else RunConfig()
+    base = with_overrides(base, set=set_, device=device)
+    scan, registry = _scan(results, quiet=as_json)
+
+    def show(r) -> None:
+        if as_json:
+            return
+        colour = {"reproduced": "green", "differs": "red", "failed": "red"}.get(r.status, "yellow")
+        detail = f"max |Δ| {max_difference(r):.4f}" if r.metrics else rich_escape(r.reason)
+        err.print(f"[{colour}]{r.status}[/] {rich_escape(r.relpath)}: {detail}"
+                  + (f" ({rich_escape(r.reason)})" if r.metrics and r.reason else ""), soft_wrap=True)
+
+    outcomes = reproduce_sample(scan, registry, base, sample, seed, tolerance, progress=show)
+    if as_json:
+        out.print_json(json.dumps([r.as_dict() for r in outcomes]))
+    tried = [r for r in outcomes if r.status != "unavailable"]
+    bad = [r for r in tried if r.status != "reproduced"]
+    err.print(f"{len(tried) - len(bad)} of {len(tried)} re-run cells reproduced within {tolerance}; "
+              f"{len(outcomes) - len(tried)} unavailable here")
+    if len(tried) < sample:
+        err.print(f"[yellow]only {len(tried)} of the {sample} requested cells could be re-run here[/]")
+    if bad:
         raise typer.Exit(1)
 
 

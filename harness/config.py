@@ -63,6 +63,8 @@ class RunConfig:
     leaderboard: str = "leaderboard.md"
     rerun: bool = False
     fail_fast: bool = False
+    submitter: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)
     options: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {k: {} for k in OPTION_KINDS})
     base_dir: str = "."
 
@@ -90,7 +92,7 @@ class RunConfig:
         return p if p.is_absolute() else Path(self.base_dir) / p
 
 
-_SCALARS = {f.name for f in fields(RunConfig)} - {"options", "base_dir"}
+_SCALARS = {f.name for f in fields(RunConfig)} - {"options", "base_dir", "sources"}
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -109,7 +111,12 @@ def load_config(path: str | Path) -> RunConfig:
     config = RunConfig()
     base = path.parent.resolve()
     for key, value in data.items():
-        if key in OPTION_KINDS:
+        if key == "sources":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise UserError(f'{path}: [sources] must map "KIND:NAME" to a distribution name, '
+                                'e.g. "protocol:knn" = "medfm"')
+            config.sources = dict(value)
+        elif key in OPTION_KINDS:
             if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
                 raise UserError(f"{path}: [{key}] must hold tables such as [{key}.\"NAME\"]")
             config.options[key] = {name: {k: _resolve_path_option(k, v, base) for k, v in opts.items()}
@@ -120,7 +127,7 @@ def load_config(path: str | Path) -> RunConfig:
                 value = [value] if isinstance(value, str) else value
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise UserError(f"{path}: {key} must be a list of name patterns")
-            elif key in ("resize", "cache_dir") and (value is None or isinstance(value, str)):
+            elif key in ("resize", "cache_dir", "submitter") and (value is None or isinstance(value, str)):
                 value = _resolve_path_option(key, value, base) if key == "cache_dir" else value
             elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise UserError(f"{path}: {key} must be {expected.__name__}, not {type(value).__name__}")
@@ -163,12 +170,19 @@ def parse_override(text: str) -> tuple[str, str, str, Any]:
 
 def with_overrides(config: RunConfig, **flags: Any) -> RunConfig:
     """Command-line flags (non-``None``) replace the file's values; ``set`` adds options."""
-    updates = {k: v for k, v in flags.items() if v is not None and k != "set"}
+    updates = {k: v for k, v in flags.items() if v is not None and k not in ("set", "source")}
     for key in ("backbones", "datasets", "protocols"):
         if key in updates and not updates[key]:
             del updates[key]
     config = replace(config, **updates)
     config.options = copy.deepcopy(config.options)
+    if flags.get("source"):
+        config.sources = dict(config.sources)
+        for item in flags["source"]:
+            key, sep, dist = item.partition("=")
+            if not sep or ":" not in key or not dist:
+                raise UserError(f"--source {item!r} must look like KIND:NAME=DISTRIBUTION, e.g. protocol:knn=medfm")
+            config.sources[key] = dist
     for item in flags.get("set") or []:
         kind, name, key, value = parse_override(item)
         config.options.setdefault(kind, {}).setdefault(name, {})[key] = value

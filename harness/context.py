@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+
 if TYPE_CHECKING:
     from .backbone import Backbone
     from .dataset import Dataset, Split
@@ -28,28 +29,20 @@ class FeatureSet:
 
 
 @dataclass
-class Predictions:
-    """Per-sample test predictions: enough to recompute every metric.
+class ProtocolOutput:
+    """A protocol's result: one row of test scores per test sample id, plus what it chose and saw.
 
-    ``scores`` is (N, C): softmax probabilities for single-label tasks, per-class
-    probabilities for multi-label. ``labels`` is (N,) or (N, C).
+    ``ids`` names the test samples the rows of ``scores`` belong to (any order; the runner puts
+    them in the test split's order). ``scores`` is (N, C): class probabilities for single-label
+    tasks (C = number of classes, 2 for binary), per-class probabilities for multi-label. The
+    runner attaches the labels and patient ids from the data set itself and refuses output that
+    misses, repeats or invents ids, or has the wrong shape. ``selected`` holds hyper-parameters
+    picked on validation; ``extra`` anything worth keeping (curves, per-head validation scores);
+    ``flags`` problems such as ``nan_loss``.
     """
 
     ids: Sequence[str]
-    labels: np.ndarray
     scores: np.ndarray
-    groups: np.ndarray | None = None
-
-
-@dataclass
-class ProtocolOutput:
-    """A protocol's result: test predictions plus what it chose and saw.
-
-    ``selected`` holds hyper-parameters picked on validation; ``extra`` anything worth
-    keeping (curves, per-head validation scores); ``flags`` problems such as ``nan_loss``.
-    """
-
-    predictions: Predictions
     selected: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
@@ -61,7 +54,7 @@ class Context:
     Protocols call ``ctx.features(split, kind)`` for frozen features (extracted once per
     run and cached on disk) or ``ctx.backbone()`` for the trainable module.
 
-    ``work_dir`` is the cell's own scratch folder (``results/<backbone>/<dataset>/<protocol>.work/``,
+    ``work_dir`` is the submission's own scratch folder (``<submitter>.seed<seed>.work/`` beside its record,
     created on first use by the protocol), kept across runs so a killed training cell can
     resume from its checkpoints; ``None`` when the caller gives none. ``artifact_path``
     names files beside the cell's record (e.g. a training-curve PNG).

@@ -22,6 +22,11 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_json(obj: Any) -> str:
     """Hex sha256 of the canonical JSON of ``obj``."""
     return sha256_text(canonical_json(obj))

@@ -191,6 +191,31 @@ def weighted_metrics(task: str, labels: np.ndarray, scores: np.ndarray, w: np.nd
     return out
 
 
+def weighted_metric(task: str, metric: str, labels: np.ndarray, scores: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """One metric of ``task`` for each row of weights ``w`` (B, N): what ``weighted_metrics`` gives
+    for ``metric``, computing only that metric (the paired comparisons need just the primary one)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    c = scores.shape[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if metric in ("auroc", "auprc") or metric.startswith(CLASS_AUROC_PREFIX):
+            curve = weighted_auroc if metric != "auprc" else weighted_average_precision
+            if task == "binary":
+                yb = (np.asarray(labels).astype(int).ravel() == 1).astype(float)
+                out = curve(yb, scores[:, 1], w)
+                return out if metric != "auprc" else np.where(w @ (1 - yb) > 0, out, np.nan)
+            y = (np.asarray(labels).astype(float) if task == "multilabel"
+                 else np.eye(c)[np.asarray(labels).astype(int).ravel()])
+            if metric.startswith(CLASS_AUROC_PREFIX):
+                k = int(metric[len(CLASS_AUROC_PREFIX):])
+                return curve(y[:, k], scores[:, k], w)
+            return np.nanmean(np.stack([curve(y[:, k], scores[:, k], w) for k in range(c)], 1), 1)
+        if task != "multilabel" and metric in ("accuracy", "balanced_accuracy", "f1_macro", "kappa"):
+            y = np.asarray(labels).astype(int).ravel()
+            return _from_confusion(_confusions(y, scores.argmax(1), w, c), ordinal=task == "ordinal")[metric]
+    return weighted_metrics(task, labels, scores, w)[metric]
+
+
 # ---------------------------------------------------------------- one metric for many score sets
 PAIRWISE_AUROC_MAX = 1 << 20  # heads x positives x negatives up to which pairs are counted directly
 

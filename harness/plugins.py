@@ -42,7 +42,8 @@ class PluginInfo:
 
 
 def blocked_plugins() -> set[str]:
-    """Plugin names listed in ``MEDFM_BLOCK_PLUGINS`` (comma separated)."""
+    """Plugin names listed in ``MEDFM_BLOCK_PLUGINS`` (comma separated; ``DIST:NAME`` blocks only
+    the entry point of that distribution)."""
     return {p.strip() for p in os.environ.get(BLOCK_ENV, "").split(",") if p.strip()}
 
 
@@ -78,17 +79,21 @@ def load_entry_point_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
                           distribution=dist.metadata["Name"] if dist is not None else None,
                           version=dist.version if dist is not None else None)
         infos.append(info)
-        if ep.name in blocked:
+        if ep.name in blocked or f"{info.distribution}:{ep.name}" in blocked:
             info.blocked = True
             continue
         if ep.name in seen:
-            info.errors.append(f"another installed plugin is already named {ep.name!r}; "
-                               f"uninstall one of them or block one with {BLOCK_ENV}")
-            continue
+            # a second distribution's plugin of the same name: loaded under a qualified name, so
+            # that a clash of the names it registers is reported and settled like any other
+            info.name = f"{info.distribution or 'unknown'}:{ep.name}"
+            if info.name in seen:
+                info.errors.append(f"another installed plugin is already named {ep.name!r}; "
+                                   f"uninstall one of them or block one with {BLOCK_ENV}")
+                continue
         try:
             plugin = ep.load()
-            pm.register(plugin, name=ep.name)
-            seen.add(ep.name)
+            pm.register(plugin, name=info.name)
+            seen.add(info.name)
         except Exception as exc:  # a broken plugin must not break the CLI or other plugins
             info.errors.append(f"failed to load: {_one_line(exc)}{_where(exc)}")
     for _ in range(len(infos) + 1):  # each failure unregisters one plugin; check again for the next

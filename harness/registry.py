@@ -6,7 +6,7 @@ import difflib
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import pluggy
 
@@ -36,6 +36,8 @@ class Registry:
     entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
     families: dict[str, list[Entry]] = field(default_factory=lambda: {k: [] for k in KINDS})
     duplicates: list[str] = field(default_factory=list)
+    # every plugin that registered a name another plugin also registered, first one first
+    clashes: dict[tuple[str, str], list[Entry]] = field(default_factory=dict)
 
     # ----------------------------------------------------------------- building
     @classmethod
@@ -76,6 +78,7 @@ class Registry:
             else:
                 existing = self.entries[kind].get(spec.name)
                 if existing is not None:
+                    self.clashes.setdefault((kind, spec.name), [existing]).append(Entry(spec, info))
                     self._duplicate(kind, spec.name, existing.plugin, info)
                     return
                 self.entries[kind][spec.name] = Entry(spec, info)
@@ -83,10 +86,33 @@ class Registry:
         return register
 
     def _duplicate(self, kind: str, name: str, first: PluginInfo, second: PluginInfo) -> None:
-        message = (f"{kind} {name!r} is registered by two plugins, {first.name!r} and {second.name!r}; "
-                   f"uninstall one, or block one with MEDFM_BLOCK_PLUGINS={second.name}")
+        message = (f"{kind} {name!r} is registered by two plugins, {_origin(first)} and {_origin(second)}; "
+                   f"say which to use with --source {kind}:{name}={second.distribution or second.name} "
+                   f"(or a [sources] table in the run file), or block one with MEDFM_BLOCK_PLUGINS={second.name}")
         self.duplicates.append(message)
         second.errors.append(message)
+
+    def choose_sources(self, sources: Mapping[str, str]) -> None:
+        """Settle name clashes: ``{"protocol:knn": "my-dist"}`` picks the spec of that distribution
+        (or plugin name). A choice for a name without a clash is accepted only if it names the
+        one provider; anything else is a ``UserError``."""
+        for key, wanted in sources.items():
+            kind, sep, name = key.partition(":")
+            if not sep or kind not in KINDS or not name:
+                raise UserError(f"source {key!r} must look like KIND:NAME with KIND one of {KINDS}")
+            candidates = self.clashes.get((kind, name)) or ([self.entries[kind][name]] if name in self.entries[kind] else [])
+            if not candidates:
+                raise UserError(f"source {key}={wanted}: no plugin registers {kind} {name!r}")
+            chosen = [e for e in candidates if wanted in (e.plugin.distribution, e.plugin.name)]
+            if len(chosen) != 1:
+                offered = ", ".join(_origin(e.plugin) for e in candidates)
+                raise UserError(f"source {key}={wanted}: {kind} {name!r} is provided by {offered}; name one of them")
+            self.entries[kind][name] = chosen[0]
+            if (kind, name) in self.clashes:
+                prefix = f"{kind} {name!r} is registered by two plugins"
+                self.duplicates = [d for d in self.duplicates if not d.startswith(prefix)]
+                for entry in candidates:
+                    entry.plugin.errors = [e for e in entry.plugin.errors if not e.startswith(prefix)]
 
     # ----------------------------------------------------------------- queries
     @property
@@ -172,6 +198,14 @@ class Registry:
                 spec = self.get(kind, pattern)
                 chosen.setdefault(spec.name, spec)
         return list(chosen.values())
+
+
+def _origin(info: PluginInfo) -> str:
+    """``'knn' (distribution medfm 0.1.0)``: a plugin and where it comes from."""
+    if not info.distribution:
+        return repr(info.name)
+    version = f" {info.version}" if info.version else ""
+    return f"{info.name!r} (distribution {info.distribution}{version})"
 
 
 def load_registry(pm: pluggy.PluginManager | None = None) -> Registry:

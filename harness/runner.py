@@ -24,19 +24,26 @@ from . import leaderboard
 from .backbone import Backbone
 from .cache import FeatureCache, feature_key
 from .config import RunConfig
-from .context import Context, FeatureSet, ProtocolOutput
+from .context import Context, FeatureSet
 from .dataset import Dataset
 from .device import deterministic, describe, select_device
 from .errors import UserError
 from .extract import extract_features
-from .io import sha256_json
+from .io import sha256_file_memo, sha256_json
 from .metrics import degenerate_flags, evaluate
 from .option_checks import check_protocol_options
-from .records import SCHEMA_VERSION, RecordError, cell_paths, iter_records, load_record, write_predictions, write_record
+from .portable import default_roots, hash_view, portable
+from .records import SCHEMA_VERSION, CellPaths, cell_lock, cell_paths, write_record, write_result
 from .registry import Registry
 from .seeding import cell_seed, seed_everything
 from .specs import BackboneSpec, DatasetSpec, ProtocolSpec
+from .submission import resolve_submitter, submission_block
+from .test_set import identity_block
+from .truth import attach_truth
+from .verification import MIN_RESAMPLES, KnownSpecs, verify_file
 from .versions import environment_versions
+
+MAX_RESAMPLES = 100_000
 
 PREPROCESSING_OPTIONS = ("resize", "interpolation")
 TRACEBACK_LINES = 20
@@ -108,6 +115,9 @@ class Runner:
         self.device = select_device(config.device)
         self.cache = FeatureCache(config.path(config.cache_dir) if config.cache_dir else None)
         self.results_dir = config.path(config.results_dir)
+        self.submitter = resolve_submitter(config.submitter)
+        self.known = KnownSpecs.from_registry(registry)
+        self._roots = default_roots(config.base_dir, self.cache.root)
         self._datasets: dict[str, Dataset | _Failure] = {}
         self._backbones: dict[str, Backbone | _Failure] = {}
         self._features: dict[str, FeatureSet] = {}
@@ -119,6 +129,7 @@ class Runner:
     # ------------------------------------------------------------------ planning
     def plan(self) -> list[Cell]:
         """All cells, backbone-major so each model is loaded once. Unknown names are user errors."""
+        self.registry.choose_sources(self.config.sources)
         self.registry.check_duplicates()
         backbones = self.registry.match("backbone", self.config.backbones)
         datasets = self.registry.match("dataset", self.config.datasets)
@@ -152,13 +163,27 @@ class Runner:
             raise UserError(f"--resize {self.config.resize!r} is not a resize policy; use one of {RESIZE_POLICIES}")
         if self.config.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1; got {self.config.batch_size}")
+        if not 0 <= self.config.seed < 2 ** 62:
+            raise UserError(f"--seed must be a non-negative integer; got {self.config.seed}")
+        if not 0 <= self.config.bootstrap <= MAX_RESAMPLES:
+            raise UserError(f"--bootstrap must be between 0 and {MAX_RESAMPLES}; got {self.config.bootstrap}")
+        if self.config.bootstrap < MIN_RESAMPLES:
+            self.hooks.log(f"--bootstrap {self.config.bootstrap}: records with fewer than {MIN_RESAMPLES} resamples "
+                           "are kept but not ranked on the leaderboard")
         for protocol in {c.protocol.name: c.protocol for c in cells}.values():
             check_protocol_options(protocol.name, protocol.defaults, self.config.options_for("protocol", protocol.name))
 
     def refresh_leaderboard(self) -> bool:
-        """Regenerate the leaderboard from every valid record under the results folder."""
-        records = [r for _, r, err in iter_records(self.results_dir) if r is not None]
-        return leaderboard.update_file(self.config.path(self.config.leaderboard), records)
+        """Regenerate the leaderboard from the verified records under the results folder."""
+        from .standings import build_standings, load_policy
+        from .verification import scan_results
+
+        target = self.config.path(self.config.leaderboard)
+        scan = scan_results(self.results_dir, self.known)
+        for rejected in scan.rejected:
+            self.hooks.log(f"not on the leaderboard: {rejected.problem}")
+        policy = load_policy(target.parent)
+        return leaderboard.update_file(target, build_standings(scan, self.known, policy))
 
     def cell_config(self, cell: Cell) -> dict[str, Any]:
         """Everything that determines a cell's numbers; its hash decides whether to rerun."""
@@ -174,6 +199,15 @@ class Runner:
             "record_schema": SCHEMA_VERSION,
         }
 
+    def config_hash(self, config: dict[str, Any]) -> str:
+        """sha256 of a cell's configuration without its paths: the same on every machine."""
+        return sha256_json(hash_view(config))
+
+    def paths(self, cell: Cell) -> CellPaths:
+        """This run's submission files for ``cell`` (``<submitter>.seed<seed>.*``)."""
+        return cell_paths(self.results_dir, cell.backbone.name, cell.dataset.name, cell.protocol.name,
+                          self.submitter, self.config.seed)
+
     def _backbone_options(self, spec: BackboneSpec) -> dict[str, Any]:
         options = self.config.options_for("backbone", spec.name)
         if self.config.resize and "resize" not in options:
@@ -182,11 +216,11 @@ class Runner:
 
     def run_cell(self, cell: Cell) -> CellOutcome:
         """Run one cell, or skip it if its current record exists; never raises for cell failures."""
-        paths = cell_paths(self.results_dir, cell.backbone.name, cell.dataset.name, cell.protocol.name)
+        paths = self.paths(cell)
         config = self.cell_config(cell)
-        config_hash = sha256_json(config)
+        config_hash = self.config_hash(config)
         if not self.config.rerun:
-            cached = self._current_record(paths.record, config_hash)
+            cached = self._current_record(paths.record, config_hash, config)
             if cached is not None:
                 outcome = _outcome_from_record(cell, "cached", paths.record, cached)
                 self.hooks.cell_end(outcome)
@@ -204,13 +238,15 @@ class Runner:
                                 "traceback": "".join(tb[-TRACEBACK_LINES:])}}
             record["timings"] = {"total_s": round(time.perf_counter() - start, 3)}
             message = f"{type(exc).__name__}: {exc}"
-            kept = self.writes and _holds_good_record(paths.record)
+            record = portable(record, self._roots)
+            kept = self.writes and self._holds_good_record(paths.record)
             if kept:  # a failed attempt (often a mistyped option) must not destroy a computed result
                 write_record(paths.failed, record)
                 message += f" (the earlier result in {paths.record.name} is kept; details in {paths.failed.name})"
             elif self.writes:
-                write_record(paths.record, record)
-                paths.predictions.unlink(missing_ok=True)
+                with cell_lock(paths):
+                    write_record(paths.record, record)
+                    paths.predictions.unlink(missing_ok=True)
             outcome = CellOutcome(cell, "error", paths.failed if kept else paths.record,
                                   seconds=time.perf_counter() - start, message=message)
             self.hooks.cell_end(outcome)
@@ -220,17 +256,29 @@ class Runner:
         self.hooks.cell_end(outcome)
         return outcome
 
-    def _current_record(self, path: Path, config_hash: str) -> dict[str, Any] | None:
+    def _current_record(self, path: Path, config_hash: str, config: dict[str, Any]) -> dict[str, Any] | None:
         if not path.exists():
             return None
-        try:
-            record = load_record(path, verify=True)
-        except RecordError as exc:
-            self.hooks.log(f"recomputing {path}: {exc}")
+        checked = verify_file(path, self.results_dir, self.known)
+        if not checked.valid:
+            self.hooks.log(f"recomputing: {checked.problem}")
             return None
+        record = checked.record
         if record["status"] != "ok" or record["config_hash"] != config_hash:
             return None
+        weights = config["backbone"]["options"].get("weights")
+        if isinstance(weights, str) and Path(weights).is_file() and \
+                sha256_file_memo(weights) != record["backbone"].get("weights_sha256"):
+            self.hooks.log(f"recomputing {path.name}: the weights file {Path(weights).name} changed since it was written")
+            return None
         return record
+
+    def _holds_good_record(self, path: Path) -> bool:
+        """Whether ``path`` holds a verified, successful record (with its predictions)."""
+        if not path.exists():
+            return False
+        checked = verify_file(path, self.results_dir, self.known)
+        return checked.valid and checked.record["status"] == "ok"
 
     def _record_base(self, cell: Cell, config: dict, config_hash: str, seed: int) -> dict[str, Any]:
         def prov(kind: str, name: str) -> dict[str, Any]:
@@ -240,18 +288,21 @@ class Runner:
 
         return {
             "schema_version": SCHEMA_VERSION,
+            "submission": submission_block(self.submitter, self.config.seed, self._versions.get("medfm"), self.device),
             "backbone": {"name": cell.backbone.name, "revision": cell.backbone.revision,
-                         "plugin": prov("backbone", cell.backbone.name), "params": cell.backbone.params},
+                         "plugin": prov("backbone", cell.backbone.name), "params": cell.backbone.params,
+                         "objective": cell.backbone.objective, "pretraining": cell.backbone.pretraining},
             "dataset": {"name": cell.dataset.name, "revision": cell.dataset.revision,
                         "plugin": prov("dataset", cell.dataset.name), "task": cell.dataset.task,
-                        "classes": list(cell.dataset.classes), "primary_metric": cell.dataset.primary_metric},
+                        "classes": list(cell.dataset.classes), "primary_metric": cell.dataset.primary_metric,
+                        "modality": cell.dataset.modality},
             "protocol": {"name": cell.protocol.name, "version": cell.protocol.version,
                          "plugin": prov("protocol", cell.protocol.name)},
             "config": config, "config_hash": config_hash, "seed": seed,
             "versions": self._versions, "device": describe(self.device),
         }
 
-    def _execute(self, cell: Cell, config: dict, seed: int, base: dict, paths) -> dict[str, Any]:
+    def _execute(self, cell: Cell, config: dict, seed: int, base: dict, paths: CellPaths) -> dict[str, Any]:
         dataset = self._dataset(cell.dataset)
         if dataset.task not in cell.protocol.tasks:
             raise UserError(f"protocol {cell.protocol.name!r} does not support {dataset.task} tasks "
@@ -271,25 +322,26 @@ class Runner:
                       options=options, seed=seed, device=self.device,
                       dataset_loader=lambda: dataset, backbone_loader=lambda: self._backbone(cell.backbone),
                       feature_loader=load_features, log=self.hooks.log,
-                      work_dir=paths.record.with_name(paths.record.stem + ".work"), record_path=paths.record)
+                      work_dir=paths.work, record_path=paths.record)
+        test_split = dataset.split("test")
+        test_set = identity_block(test_split, dataset.info)
+        published = getattr(cell.dataset, "test_identity", None)
+        if published is not None and published != test_set["identity"]:
+            raise UserError(f"data set {cell.dataset.name!r}: the test split read from its files is not the "
+                            f"published one (identity {test_set['identity'][:12]}, published {published[:12]}); "
+                            "use the official files")
         seed_everything(seed)
         start = time.perf_counter()
         with deterministic():
             output = cell.protocol.run(ctx)
-        if not isinstance(output, ProtocolOutput):
-            raise TypeError(f"protocol {cell.protocol.name!r} returned {type(output).__name__}, not ProtocolOutput")
         total = time.perf_counter() - start
-        preds = output.predictions
+        preds = attach_truth(cell.protocol.name, test_split, output, dataset.task, len(dataset.classes))
         # metrics from exactly the float32 scores that are stored, so the record verifies
         preds.scores = np.asarray(preds.scores, dtype=np.float32).astype(np.float64)
         groups = preds.groups if preds.groups is not None else None
         metrics = evaluate(dataset.task, preds.labels, preds.scores, groups=groups,
                            resamples=self.config.bootstrap, seed=seed)
         flags = sorted(set(output.flags) | set(degenerate_flags(dataset.task, preds.labels, preds.scores, metrics)))
-        if self.writes:
-            pointer = write_predictions(paths.predictions, preds)
-        else:  # another rank writes the file; this record is never written
-            pointer = {"file": paths.predictions.name, "sha256": "0" * 64, "n": len(preds.ids)}
         backbone = self._backbones.get(cell.backbone.name)
         record = dict(base)
         record["backbone"] = dict(base["backbone"])
@@ -299,8 +351,10 @@ class Runner:
                 "weights_source": backbone.weights_source, "preprocessing": backbone.preprocessing.as_dict(),
                 "feature_kind": ",".join(used_kinds) or None})
         record["dataset"] = {**base["dataset"], "fingerprint": dataset.fingerprint,
+                             "classes": [str(c) for c in dataset.classes] or list(cell.dataset.classes),
                              "split_sizes": {s: len(dataset.split(s)) for s in dataset.split_names},
                              "info": _jsonable(dataset.info)}
+        record["test_set"] = test_set
         extraction = ctx.timings.pop("extraction", 0.0)
         timings = {"extraction_s": round(extraction, 3), "fit_s": round(max(0.0, total - extraction), 3),
                    "total_s": round(time.perf_counter() - start, 3),
@@ -311,16 +365,19 @@ class Runner:
             "ci": {"method": "percentile bootstrap", "level": 0.95, "resamples": self.config.bootstrap,
                    "unit": "patient" if groups is not None else "sample"},
             "flags": flags, "selected": _jsonable(output.selected), "extra": _jsonable(output.extra),
-            "timings": timings, "predictions": pointer, "error": None,
+            "timings": timings, "error": None,
         })
         if self._memory_notes:
             record["extra"]["extraction_memory"] = list(self._memory_notes)
         if cell.dataset.primary_metric not in record["metrics"]:
             raise ValueError(f"data set {cell.dataset.name!r} declares primary metric "
                              f"{cell.dataset.primary_metric!r}, which is not computed for {dataset.task} tasks")
+        record = portable(record, self._roots)
         if self.writes:
-            write_record(paths.record, record)
+            write_result(paths, record, preds)  # under the submission's lock, with its predictions
             paths.failed.unlink(missing_ok=True)
+        else:  # another rank writes the files; this record is never written
+            record["predictions"] = {"file": paths.predictions.name, "sha256": "0" * 64, "n": len(preds.ids)}
         return record
 
     # ------------------------------------------------------------------ shared loading
@@ -449,16 +506,6 @@ def _state_digest(backbone: Backbone) -> str:
         cached = h.hexdigest()
         backbone._medfm_state_digest = cached
     return cached
-
-
-def _holds_good_record(path: Path) -> bool:
-    """Whether ``path`` holds a valid, successful record (with its predictions)."""
-    if not path.exists():
-        return False
-    try:
-        return load_record(path, verify=True)["status"] == "ok"
-    except RecordError:
-        return False
 
 
 def _outcome_from_record(cell: Cell, status: str, path: Path, record: dict[str, Any]) -> CellOutcome:

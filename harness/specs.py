@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping
 
@@ -76,7 +77,10 @@ class DatasetSpec:
     """A data set: metadata plus a lazy factory ``load(spec, **options) -> Dataset``.
 
     ``splits`` maps split names to their sizes where known without loading (``None`` if not).
-    ``primary_metric`` is the metric the leaderboard ranks by.
+    ``primary_metric`` is the metric the leaderboard ranks by. ``test_identity`` is the identity
+    (``medfm.test_set.split_identity``) of the published test split, where the plugin knows it:
+    a run whose files give another test set fails, and a record on another one is rejected.
+    ``synthetic`` marks generated data: the leaderboard ranks it in a smoke-test section of its own.
     """
 
     name: str
@@ -90,9 +94,13 @@ class DatasetSpec:
     citation: str = ""
     revision: str = "1"
     description: str = ""
+    test_identity: str | None = None
+    synthetic: bool = False
 
     def __post_init__(self) -> None:
         _check_name("dataset", self.name)
+        if self.test_identity is not None and not re.fullmatch(r"[0-9a-f]{64}", self.test_identity):
+            raise ValueError(f"dataset {self.name!r}: test_identity must be a sha256 hex digest")
         if self.task not in TASK_TYPES:
             raise ValueError(f"dataset {self.name!r}: task must be one of {TASK_TYPES}, not {self.task!r}")
 
@@ -105,7 +113,8 @@ class DatasetSpec:
             "name": self.name, "task": self.task, "classes": list(self.classes),
             "splits": dict(self.splits), "primary_metric": self.primary_metric,
             "modality": self.modality, "license": self.license, "citation": self.citation,
-            "revision": self.revision, "description": self.description,
+            "revision": self.revision, "description": self.description, "test_identity": self.test_identity,
+            "synthetic": self.synthetic,
         }
 
 

@@ -75,3 +75,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_submitter():
+    """Records written by tests carry a fixed submitter (``tester``), whatever git or the login say."""
+    import os
+
+    previous = os.environ.get("MEDFM_SUBMITTER")
+    os.environ["MEDFM_SUBMITTER"] = "tester"
+    yield "tester"
+    if previous is None:
+        os.environ.pop("MEDFM_SUBMITTER", None)
+    else:
+        os.environ["MEDFM_SUBMITTER"] = previous

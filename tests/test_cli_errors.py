@@ -156,7 +156,7 @@ def test_leaderboard_and_validate_refuse_missing_or_empty_folders(capsys, tmp_pa
 
 
 def test_leaderboard_check_fails_on_an_invalid_record(capsys, tmp_path):
-    (tmp_path / "results" / "b" / "d").mkdir(parents=True)
-    (tmp_path / "results" / "b" / "d" / "knn.json").write_text("{not json")
+    (tmp_path / "results" / "b" / "d" / "knn").mkdir(parents=True)
+    (tmp_path / "results" / "b" / "d" / "knn" / "tester.seed0.json").write_text("{not json")
     code, out, err = run_cli(["leaderboard", "--check"], capsys)
     assert code == 1 and "invalid record" in err

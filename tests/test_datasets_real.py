@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from medfm import UserError
 from medfm.config import RunConfig
+from medfm.portable import default_roots, local_path
 from medfm.records import load_record
 from medfm.runner import Runner
 from medfm_plugins.datasets import medmnist
@@ -77,7 +77,8 @@ def test_full_pipeline_on_real_data_decodes_each_image_once(registry, shared_ass
     record = load_record(kermany[1].record_path, verify=True)
     info = record["dataset"]["info"]
     assert info["split_seed"] == 0 and info["on_error"] == "fail" and info["skipped"] == 0
-    saved = json.loads(Path(info["split_file"]).read_text())
+    assert info["split_file"].startswith("$CACHE/splits/")  # no local path in the record
+    saved = json.loads(local_path(info["split_file"], default_roots(".")).read_text())
     assert {s: len(ids) for s, ids in saved["splits"].items()} == record["dataset"]["split_sizes"]
     assert info["classes"] == ["NORMAL", "PNEUMONIA"] and record["dataset"]["fingerprint"]
 

@@ -156,7 +156,7 @@ def test_installed_plugin_is_listed_and_runs(installed_example, tmp_path):
                  "--set", f"dataset.{DATASET}.patients=40", "--bootstrap", "200"], cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, f"medfm run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
-    path = cell_paths(results, SPEC, DATASET, "knn").record
+    path = cell_paths(results, SPEC, DATASET, "knn", "tester", 0).record
     assert path.exists(), sorted(str(p.relative_to(results)) for p in results.rglob("*"))
     record = load_record(path, verify=True)
     assert record["status"] == "ok"

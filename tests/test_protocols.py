@@ -73,8 +73,9 @@ def test_flagged_results_are_marked_on_the_leaderboard_not_ranked(registry_facto
     data = feature_task("random-lb", "binary", 2, margin=0.0)
     run_all(registry_factory, tmp_path, data, protocols=["knn"])
     text = (tmp_path / "leaderboard.md").read_text()
-    row = next(line for line in text.splitlines() if "table/random-lb" in line)
-    assert "⚠" in row and row.rstrip(" |").endswith("—")  # shown, but no mean
+    row = next(line for line in text.splitlines() if "`table/random-lb`" in line)
+    assert row.startswith("- ") and "⚠ 0." in row and "flagged: chance_auroc" in row  # shown with its reason
+    assert not any("`table/random-lb`" in line for line in text.splitlines() if line.startswith("| "))  # not ranked
 
 
 def test_same_seed_same_numbers_other_seed_other_episodes(registry_factory, tmp_path):

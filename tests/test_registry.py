@@ -305,14 +305,33 @@ def test_blocked_plugin_is_marked_and_not_loaded(monkeypatch, tmp_path):
     assert len(registry.names("backbone")) == 1
 
 
+TWIN_MODULE = """
+    from medfm import BackboneSpec, hookimpl
+    def _load(spec, **kw):
+        raise AssertionError("never")
+    @hookimpl
+    def register_backbones(register):
+        register(BackboneSpec(name="twin-net", load=_load, description=__name__))
+"""
+
+
 def test_two_entry_points_with_the_same_name(monkeypatch, tmp_path):
-    _fake_entry_points(monkeypatch, tmp_path, {"a": GOOD_MODULE, "b": GOOD_MODULE},
+    _fake_entry_points(monkeypatch, tmp_path, {"a": TWIN_MODULE, "b": TWIN_MODULE},
                        [("twin", "a"), ("twin", "b")])
     pm = make_plugin_manager()
     infos = load_entry_point_plugins(pm)
     assert len(infos) == 2
-    assert infos[0].errors == [] and "already named 'twin'" in infos[1].errors[0]
-    assert len(pm.get_plugins()) == 1
+    # the second is loaded under a qualified name, so that what it registers can clash visibly
+    assert infos[0].name == "twin" and infos[1].name == "unknown:twin"
+    assert infos[0].errors == [] == infos[1].errors and len(pm.get_plugins()) == 2
+    registry = Registry.from_plugin_manager(pm, infos)
+    with pytest.raises(DuplicateSpecError, match="--source backbone:twin-net="):
+        registry.check_duplicates()
+    with pytest.raises(UserError, match="provided by 'twin', 'unknown:twin'; name one of them"):
+        registry.choose_sources({"backbone:twin-net": "nobody"})
+    registry.choose_sources({"backbone:twin-net": "unknown:twin"})  # the run says which one to use
+    registry.check_duplicates()
+    assert registry.get("backbone", "twin-net").description.startswith("medfm_test_ep_b_")
 
 
 MISSPELLED_A = """

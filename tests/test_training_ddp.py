@@ -82,5 +82,8 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
         for metric, value in r1["metrics"].items():
             assert r2["metrics"][metric]["value"] == pytest.approx(value["value"], abs=1e-6), (name, metric)
     # rank 1 wrote nothing of its own: one record, one predictions file, one curve per cell
-    files = sorted(p.name for p in (tmp_path / "ddp").rglob("*") if p.is_file() and ".work" not in str(p))
-    assert files == sorted(f"{n}{s}" for n in ddp for s in (".json", ".predictions.npz", ".curves.png"))
+    files = sorted(p.relative_to(tmp_path / "ddp").as_posix() for p in (tmp_path / "ddp").rglob("*")
+                   if p.is_file() and ".work" not in str(p) and not p.name.startswith("."))
+    assert sorted(f.rsplit("/", 1)[1] for f in files) == sorted(
+        f"tester.seed0{s}" for _ in ddp for s in (".curves.png", ".json", ".predictions.npz"))
+    assert sorted({f.rsplit("/", 2)[1] for f in files}) == sorted(ddp)

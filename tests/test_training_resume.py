@@ -48,8 +48,8 @@ def run(results: Path):
 
 def final_state(results: Path) -> dict:
     """The record, predictions, last checkpoint's weights and best weights of the cell."""
-    paths = cell_paths(results, BACKBONE, DATASET, PROTOCOL)
-    work = paths.record.with_name(paths.record.stem + ".work")
+    paths = cell_paths(results, BACKBONE, DATASET, PROTOCOL, "tester", 0)
+    work = paths.work
     record = load_record(paths.record, verify=True)
     checkpoint = load_checkpoint(work / "checkpoint.pt")
     best = sorted(work.glob("best-epoch*.safetensors"))
@@ -89,9 +89,9 @@ def test_resume_after_a_crash_at_the_end_of_an_epoch(uninterrupted, tmp_path, mo
     monkeypatch.setattr(engine, "after_checkpoint", crash)
     with pytest.raises(KeyboardInterrupt):
         run(results)
-    paths = cell_paths(results, BACKBONE, DATASET, PROTOCOL)
+    paths = cell_paths(results, BACKBONE, DATASET, PROTOCOL, "tester", 0)
     assert not paths.record.exists()
-    assert load_checkpoint(paths.record.with_name(paths.record.stem + ".work") / "checkpoint.pt")["loop"]["epoch"] == 2
+    assert load_checkpoint(paths.work / "checkpoint.pt")["loop"]["epoch"] == 2
     monkeypatch.setattr(engine, "after_checkpoint", None)
     assert [o.status for o in run(results)] == ["ok"]
     resumed = final_state(results)
@@ -113,8 +113,8 @@ run(Path({results!r}))
 
 def test_resume_after_sigkill_mid_run(uninterrupted, tmp_path):
     results = tmp_path / "results"
-    paths = cell_paths(results, BACKBONE, DATASET, PROTOCOL)
-    checkpoint = paths.record.with_name(paths.record.stem + ".work") / "checkpoint.pt"
+    paths = cell_paths(results, BACKBONE, DATASET, PROTOCOL, "tester", 0)
+    checkpoint = paths.work / "checkpoint.pt"
     script = KILLED_RUN.format(tests=str(ROOT / "tests"), threads=torch.get_num_threads(), results=str(results))
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -143,8 +143,8 @@ def test_resume_after_sigkill_mid_run(uninterrupted, tmp_path):
 
 def test_a_checkpoint_of_another_configuration_is_ignored(uninterrupted, tmp_path):
     results = tmp_path / "results"
-    paths = cell_paths(results, BACKBONE, DATASET, PROTOCOL)
-    work = paths.record.with_name(paths.record.stem + ".work")
+    paths = cell_paths(results, BACKBONE, DATASET, PROTOCOL, "tester", 0)
+    work = paths.work
     work.mkdir(parents=True)
     torch.save({"format": 1, "fingerprint": "another configuration"}, work / "checkpoint.pt")
     assert [o.status for o in run(results)] == ["ok"]

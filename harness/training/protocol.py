@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..context import Context, Predictions, ProtocolOutput
+from ..context import Context, ProtocolOutput
 from ..errors import UserError
 from ..io import sha256_json
 from ..preprocessing import Preprocessing
@@ -93,7 +93,7 @@ def run_training(ctx: Context, fixed: Mapping[str, Any] | None = None) -> Protoc
         _tidy(ctx.work_dir, opts.keep_checkpoints)
     test_split = ctx.split("test")
     return ProtocolOutput(
-        predictions=Predictions(test_split.ids, test_split.labels, scores, test_split.groups),
+        ids=test_split.ids, scores=scores,
         selected={"epoch": state.best_epoch,
                   "val_" + metric: state.best_score if np.isfinite(state.best_score) else None},
         extra=extra, flags=["nan_loss"] if state.nan_loss else [])

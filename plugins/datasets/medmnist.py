@@ -84,6 +84,12 @@ SETS: dict[str, tuple[str, str, tuple[str, ...], tuple[int, int, int]]] = {
     "organcmnist": ("multiclass", "abdominal CT (coronal)", ORGANS, (12975, 2392, 8216)),
     "organsmnist": ("multiclass", "abdominal CT (sagittal)", ORGANS, (13932, 2452, 8827)),
 }
+# Identities (medfm.test_set.split_identity) of the published test splits that medfm has checked:
+# ids "test/0".."test/<n-1>" in file order with the published labels. A run on a file whose test
+# split differs fails; a record on another test set is rejected by `medfm validate`.
+PUBLISHED_TEST_IDENTITY = {
+    ("breastmnist", 28): "fa25e407c82cb588c089ca67d4304f67a4739c729a47a7bb7da079c595dc938b",
+}
 PRIMARY = {"binary": "auroc", "multiclass": "auroc", "multilabel": "auroc", "ordinal": "kappa"}
 
 
@@ -179,7 +185,8 @@ def _make_spec(flag: str, size: int) -> DatasetSpec:
         name=name, load=load, task=task, classes=classes,
         splits={"train": sizes[0], "val": sizes[1], "test": sizes[2]}, primary_metric=PRIMARY[task],
         modality=modality, license=LICENSES.get(flag, LICENSE), citation=CITATION, revision="v2",
-        description=f"MedMNIST {flag} at {size} px, official split")
+        description=f"MedMNIST {flag} at {size} px, official split",
+        test_identity=PUBLISHED_TEST_IDENTITY.get((flag, size)))
 
 
 @hookimpl

@@ -44,7 +44,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.multiclass import OneVsRestClassifier
 
-from medfm import Context, FeatureSet, Predictions, ProtocolOutput, ProtocolSpec, UserError, hookimpl
+from medfm import Context, FeatureSet, ProtocolOutput, ProtocolSpec, UserError, hookimpl
 from medfm.metrics import point_metrics
 from medfm.selection import one_hot_targets
 
@@ -217,7 +217,7 @@ def run_episodes(ctx: Context, classifier: str) -> ProtocolOutput:
     curve["std"] = {name: [_std(v) for v in rows] for name, rows in curve["per_episode"].items()}
     scores, support = reported
     return ProtocolOutput(
-        predictions=Predictions(test.ids, test.labels, scores, test.groups),
+        ids=test.ids, scores=scores,
         selected={"classifier": classifier, "shots": usable[-1], "episode": 0, "feature_kind": feats.kind},
         extra={"curve": curve, "episodes": episodes, "skipped_shots": [n for n in shots if n not in usable],
                "unit": "patient" if task == "multilabel" and train.groups is not None else "image",

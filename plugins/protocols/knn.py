@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medfm import Context, Predictions, ProtocolOutput, ProtocolSpec, hookimpl
+from medfm import Context, ProtocolOutput, ProtocolSpec, hookimpl
 from medfm.selection import best_index, one_hot_targets, validation_scores
 
 from ._common import feature_flags, load_kind, safe_scores
@@ -102,7 +102,7 @@ def run(ctx: Context) -> ProtocolOutput:
     test_scores, score_flags = safe_scores(task, test_scores)
     by_k = {str(k): float(v) if np.isfinite(v) else None for (k, t), v in zip(grid, values) if t == best_t}
     return ProtocolOutput(
-        predictions=Predictions(test.ids, test.labels, test_scores, test.groups),
+        ids=test.ids, scores=test_scores,
         selected={"k": best_k, "temperature": best_t, "feature_kind": feats.kind,
                   "val_" + metric: float(values.max()) if np.isfinite(values.max()) else None},
         extra={"validation": {"metric": metric, "by_k": by_k,

@@ -37,7 +37,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from medfm import Context, Predictions, ProtocolOutput, ProtocolSpec, UserError, hookimpl
+from medfm import Context, ProtocolOutput, ProtocolSpec, UserError, hookimpl
 from medfm.selection import best_index, validation_scores
 
 from ._common import NAN_LOSS, KindFeatures, feature_flags, limit_threads, load_kinds, safe_scores, standardise
@@ -297,7 +297,7 @@ def run(ctx: Context) -> ProtocolOutput:
     te = ref["test"]
     fin = lambda v: float(v) if math.isfinite(float(v)) else None  # noqa: E731
     return ProtocolOutput(
-        predictions=Predictions(te.ids, te.labels, test_scores, te.groups),
+        ids=te.ids, scores=test_scores,
         selected={"feature_kind": bank.kind, "lr": lr, "weight_decay": wd, "epoch": int(out["best_epoch"][winner]),
                   "val_" + metric: fin(score)},
         extra={"heads": len(grid) * len(banks), "feature_kinds": [bk.kind for bk in banks], "skipped_kinds": skipped,

@@ -24,7 +24,7 @@ from sklearn.metrics import log_loss
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
-from medfm import Context, Predictions, ProtocolOutput, ProtocolSpec, hookimpl
+from medfm import Context, ProtocolOutput, ProtocolSpec, hookimpl
 from medfm.selection import best_index, validation_scores
 
 from ._common import NAN_LOSS, feature_flags, limit_threads, load_kind, safe_scores
@@ -105,7 +105,7 @@ def run(ctx: Context) -> ProtocolOutput:
     test_scores, score_flags = safe_scores(task, test_scores)
     flags = feature_flags(feats) + ([] if math.isfinite(loss) else [NAN_LOSS]) + score_flags
     return ProtocolOutput(
-        predictions=Predictions(te.ids, te.labels, test_scores, te.groups),
+        ids=te.ids, scores=test_scores,
         selected={"C": cs[winner], "feature_kind": feats.kind,
                   "val_" + metric: float(values[winner]) if np.isfinite(values[winner]) else None},
         extra={"validation_metric": metric, "grid": grid_info, "train_log_loss": loss if math.isfinite(loss) else None,

@@ -286,3 +286,19 @@ def test_grouped_bootstrap_covers_at_nominal_rate_with_correlated_patients():
         flat_cover += f.ci_low <= truth <= f.ci_high
     assert 0.87 * trials <= grouped_cover <= 0.995 * trials, grouped_cover / trials
     assert flat_cover < grouped_cover - 0.1 * trials, (flat_cover / trials, grouped_cover / trials)
+
+
+@pytest.mark.parametrize("pairwise", [True, False])
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_both_weighted_auroc_paths_equal_sklearn_on_resamples(task, pairwise, monkeypatch):
+    """The bootstrap's AUROC uses the pair matrix on small test sets and sorted score levels on
+    large ones; both give scikit-learn's AUROC of the resampled set, ties included."""
+    from medfm import metrics
+
+    monkeypatch.setattr(metrics, "PAIRWISE_WEIGHTED_AUROC_MAX", 1 << 40 if pairwise else 0)
+    labels, scores = random_task(task, n=60, seed=7, ties=True)
+    w = bootstrap_weights(len(labels), 5, np.random.default_rng(3))
+    got = metrics.weighted_metrics(task, labels, scores, w)["auroc"]
+    for b, row in enumerate(w):
+        idx = np.repeat(np.arange(len(labels)), row.astype(int))
+        assert got[b] == pytest.approx(point_metrics(task, labels[idx], scores[idx])["auroc"], abs=1e-12)

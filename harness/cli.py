@@ -235,10 +235,10 @@ def _scan(results: str, registry: Registry | None = None, quiet: bool = False):
     return scan, registry
 
 
-def _read_records(results: str, verify: bool) -> tuple[list[dict[str, Any]], list[str]]:
-    """The verified records under ``results`` and the reasons of the rejected ones."""
+def _verified_records(results: str) -> list[dict[str, Any]]:
+    """The verified records under ``results`` (each rejected one printed as a warning)."""
     scan, _ = _scan(results)
-    return [c.record for c in scan.valid], [str(c.problem) for c in scan.rejected]
+    return [c.record for c in scan.valid]
 
 
 def _standings(results: str, policy_file: Optional[Path], leaderboard_file: str, quiet: bool = False):
@@ -412,7 +412,7 @@ def plot_few_shot_cmd(
     """Few-shot curves: metric vs labelled examples per class, mean ± sd over episodes."""
     from .plots import few_shot_series, plot_few_shot
 
-    records, _ = _read_records(results, verify=False)
+    records = _verified_records(results)
     series = few_shot_series(records, metric, dataset, backbone)
     if not series and metric:
         known = sorted({m for r in records for m in ((r.get("extra") or {}).get("curve") or {}).get("mean", {})})

@@ -444,7 +444,7 @@ def _settle_claims(entries: list[Checked]) -> None:
         owner = by_path.get(c.claims)
         if owner is None:
             continue
-        c.problem = f"{c.path}: claims the same submission as {owner.path}; neither is ranked until one is removed"
+        c.problem = f"{c.path}: claims the same submission as {owner.relpath}; neither is ranked until one is removed"
         reason = f"another record ({c.relpath}) claims this submission; remove one"
         if reason not in owner.unranked:
             owner.unranked.append(reason)

@@ -20,20 +20,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import update_section
 
 from medfm import BackboneSpec
-from medfm.extract import extract_features
-from medfm.registry import load_registry
-
-from _results import update_section
+from medfm.api import extract_features, load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = ("dino", "supervised", "sam", "seem", "open_clip", "blip", "efficientnet_lite")
 # ViT-g/14 (1.1B parameters) takes minutes per batch on a 2-core CPU and 4.5 GB per copy
 DEFAULT_SKIP = ("dinov2_vitg14*",)
-SKIP_REASON = ("ViT-L/14 (0.3B parameters) and ViT-g/14 (1.1B) need 3x and 13x the compute of a ViT-B "
-               "per image, minutes per batch on this shared 2-core CPU; their feature dimensions and parameter "
-               "counts are tested on the meta device, and they run as any other backbone on a GPU.")
+SKIP_REASON = (
+    "ViT-L/14 (0.3B parameters) and ViT-g/14 (1.1B) need 3x and 13x the compute of a ViT-B "
+    "per image, minutes per batch on this shared 2-core CPU; their feature dimensions and parameter "
+    "counts are tested on the meta device, and they run as any other backbone on a GPU."
+)
 
 
 def measure(spec: BackboneSpec, images: np.ndarray, batch: int, rounds: int = 2) -> dict:
@@ -62,8 +62,15 @@ def measure(spec: BackboneSpec, images: np.ndarray, batch: int, rounds: int = 2)
             for _ in range(n_batches):
                 backbone.features(ready, [kind])
             bare = max(bare, n_batches * batch / (time.perf_counter() - start))
-    return {"params": backbone.num_parameters, "kind": kind, "size": prep.size, "build_s": build_s,
-            "bare_img_s": bare, "pipeline_img_s": pipeline, "ratio": pipeline / bare}
+    return {
+        "params": backbone.num_parameters,
+        "kind": kind,
+        "size": prep.size,
+        "build_s": build_s,
+        "bare_img_s": bare,
+        "pipeline_img_s": pipeline,
+        "ratio": pipeline / bare,
+    }
 
 
 def main() -> None:
@@ -78,7 +85,11 @@ def main() -> None:
     with np.load(args.assets / "medmnist" / "breastmnist.npz") as data:
         images = data["train_images"][: args.images]
     registry = load_registry()
-    names = [n for n in registry.names("backbone") if registry.provenance("backbone", n).name in FIRST_PARTY]
+    names = [
+        n
+        for n in registry.names("backbone")
+        if getattr(registry.provenance("backbone", n), "name", None) in FIRST_PARTY
+    ]
     skipped = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in args.skip)]
     if args.only:
         names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in args.only)]
@@ -90,8 +101,10 @@ def main() -> None:
         spec = spec if spec.input_size == 224 else spec.at_resolution(224)
         r = measure(spec, images, args.batch, args.rounds)
         results[spec.name] = r
-        rows.append(f"| {spec.name} | {r['params'] / 1e6:.1f}M | {r['kind']} | {r['bare_img_s']:.1f} | "
-                    f"{r['pipeline_img_s']:.1f} | {r['ratio']:.2f} |")
+        rows.append(
+            f"| {spec.name} | {r['params'] / 1e6:.1f}M | {r['kind']} | {r['bare_img_s']:.1f} | "
+            f"{r['pipeline_img_s']:.1f} | {r['ratio']:.2f} |"
+        )
         print(spec.name, {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
         gc.collect()
     ratios = [r["ratio"] for r in results.values()]
@@ -110,11 +123,20 @@ each is the best of {args.rounds} alternating runs.
 {chr(10).join(rows)}
 
 Pipeline / bare: median {np.median(ratios):.2f}, min {min(ratios):.2f} (goal >= 0.9).
-Not measured here: {', '.join(skipped) or 'none'}. {SKIP_REASON}
+Not measured here: {", ".join(skipped) or "none"}. {SKIP_REASON}
 """
-    update_section("backbones", md, {"images": args.images, "batch": args.batch, "rounds": args.rounds,
-                                     "skipped": skipped,
-                                     "pretrained": False, "throughput": results})
+    update_section(
+        "backbones",
+        md,
+        {
+            "images": args.images,
+            "batch": args.batch,
+            "rounds": args.rounds,
+            "skipped": skipped,
+            "pretrained": False,
+            "throughput": results,
+        },
+    )
 
 
 if __name__ == "__main__":

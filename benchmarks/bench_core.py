@@ -17,21 +17,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from medfm.config import RunConfig
-from medfm.extract import extract_features
-from medfm.registry import load_registry
-from medfm.runner import Runner
-
 from _results import update_section
+
+from medfm.api import RunConfig, Runner, extract_features, load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def backbones(assets: Path) -> dict[str, dict]:
     w = assets / "weights"
-    return {"timm/vit_small_patch14_dinov2@224": {"weights": str(w / "dinov2_vits14.safetensors")},
-            "torchvision/mobilenet_v2": {"weights": str(w / "mobilenet_v2_tv_in1k.safetensors")}}
+    return {
+        "timm/vit_small_patch14_dinov2@224": {"weights": str(w / "dinov2_vits14.safetensors")},
+        "torchvision/mobilenet_v2": {"weights": str(w / "mobilenet_v2_tv_in1k.safetensors")},
+    }
 
 
 def throughput(registry, name: str, options: dict, images: np.ndarray, batch: int) -> dict:
@@ -56,9 +54,15 @@ def throughput(registry, name: str, options: dict, images: np.ndarray, batch: in
 
 def warm_vs_cold(assets: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = RunConfig(backbones=list(backbones(assets)), datasets=["medmnist/breastmnist"],
-                        protocols=["knn", "linear_probe"], device="cpu", results_dir=f"{tmp}/r",
-                        cache_dir=f"{tmp}/c", leaderboard=f"{tmp}/lb.md")
+        cfg = RunConfig(
+            backbones=list(backbones(assets)),
+            datasets=["medmnist/breastmnist"],
+            protocols=["knn", "linear_probe"],
+            device="cpu",
+            results_dir=f"{tmp}/r",
+            cache_dir=f"{tmp}/c",
+            leaderboard=f"{tmp}/lb.md",
+        )
         cfg.options["backbone"] = backbones(assets)
         cfg.options["dataset"] = {"medmnist/*": {"root": str(assets / "medmnist")}}
         registry = load_registry()
@@ -101,8 +105,8 @@ BreastMNIST (28 px images, resized to 224 px), batch {args.batch}, {args.images}
 {chr(10).join(rows)}
 
 kNN + linear probe, both backbones, all of BreastMNIST (780 images): cold run (extraction
-included) {wc['cold_s']:.1f} s; warm-cache rerun {wc['warm_s']:.1f} s; warm / cold =
-**{wc['ratio']:.3f}** (goal <= 0.05). Metrics identical between the two runs: {wc['identical_metrics']}.
+included) {wc["cold_s"]:.1f} s; warm-cache rerun {wc["warm_s"]:.1f} s; warm / cold =
+**{wc["ratio"]:.3f}** (goal <= 0.05). Metrics identical between the two runs: {wc["identical_metrics"]}.
 """
     update_section("core", md, data)
 

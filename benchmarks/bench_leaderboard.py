@@ -34,16 +34,15 @@ from _results import update_section  # noqa: E402
 def fuzz() -> tuple[list[dict], float]:
     """Every hostile case of the test suite, applied to a fresh copy of the honest folder."""
     import test_hostile_results as h
-    from medfm import records as records_module
-    from medfm.registry import load_registry
-    from medfm.standings import Policy, build_standings
-    from medfm.verification import DatasetFacts, KnownSpecs, scan_results
+
+    from medfm.api import DatasetFacts, KnownSpecs, Policy, build_standings, load_registry, scan_results
 
     base = KnownSpecs.from_registry(load_registry())
-    known = KnownSpecs(lambda n: DatasetFacts("binary", "auroc", 2, h.IDENTITY, "medfm", "1") if n == h.PUBLISHED
-                       else base.dataset(n),
-                       lambda k, n: ("medfm", "1") if (k, n) == ("dataset", h.PUBLISHED) else base.provider(k, n))
-    records_module.MAX_UNCOMPRESSED_PREDICTIONS = 1 << 20  # as the tests do, so the zip bomb stays small
+    known = KnownSpecs(
+        lambda n: DatasetFacts("binary", "auroc", 2, h.IDENTITY, "medfm", "1") if n == h.PUBLISHED else base.dataset(n),
+        lambda k, n: ("medfm", "1") if (k, n) == ("dataset", h.PUBLISHED) else base.provider(k, n),
+    )
+    h.small_expansion_limit()  # as the tests do, so the zip bomb stays small
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         baseline = Path(tmp) / "baseline" / "results"
@@ -60,8 +59,8 @@ def fuzz() -> tuple[list[dict], float]:
             standings = build_standings(scan, known, Policy())
             seconds = time.perf_counter() - start
             entry = next(c for c in scan.entries if c.path == target)
-            if not entry.valid:
-                outcome, reason = "rejected", entry.problem.split(": ", 1)[-1]
+            if not entry.valid or entry.record is None:
+                outcome, reason = "rejected", (entry.problem or "").split(": ", 1)[-1]
             elif entry.record["status"] == "error":
                 outcome, reason = "kept as an error note", "an error never replaces a result"
             elif entry.unranked:
@@ -70,8 +69,16 @@ def fuzz() -> tuple[list[dict], float]:
                 notes = [n for t in standings.section("unverified") for n in t.trust_notes]
                 outcome, reason = "unverified", notes[0] if notes else ""
             same = h.ranked_view(standings) == honest
-            rows.append({"case": case.name, "outcome": outcome, "reason": reason[:140], "seconds": round(seconds, 3),
-                         "ranked_tables_unchanged": same, "contested": bool(case.owner_needle)})
+            rows.append(
+                {
+                    "case": case.name,
+                    "outcome": outcome,
+                    "reason": reason[:140],
+                    "seconds": round(seconds, 3),
+                    "ranked_tables_unchanged": same,
+                    "contested": bool(case.owner_needle),
+                }
+            )
     return rows, max(r["seconds"] for r in rows)
 
 
@@ -80,12 +87,22 @@ def _write_one(args) -> None:
     root, b, d, p, n = args
     from record_support import binary_predictions, write_submission
 
-    preds = binary_predictions(n=n, strength=0.05 + 0.4 * b / 50, seed=1000 * b + 10 * d + p,
-                               ids=[f"d{d:02d}/case{i}" for i in range(n)])
-    write_submission(Path(root), preds, backbone=f"bench/backbone-{b:02d}", dataset=f"bench/dataset-{d:02d}",
-                     dataset_revision="1", protocol=f"bench_protocol_{p}", protocol_version="1",
-                     params=(b + 1) * 1_000_000, objective="supervised" if b % 2 else "self-supervised",
-                     modality=f"modality-{d % 4}", classes=("negative", "positive"))
+    preds = binary_predictions(
+        n=n, strength=0.05 + 0.4 * b / 50, seed=1000 * b + 10 * d + p, ids=[f"d{d:02d}/case{i}" for i in range(n)]
+    )
+    write_submission(
+        Path(root),
+        preds,
+        backbone=f"bench/backbone-{b:02d}",
+        dataset=f"bench/dataset-{d:02d}",
+        dataset_revision="1",
+        protocol=f"bench_protocol_{p}",
+        protocol_version="1",
+        params=(b + 1) * 1_000_000,
+        objective="supervised" if b % 2 else "self-supervised",
+        modality=f"modality-{d % 4}",
+        classes=("negative", "positive"),
+    )
 
 
 def generate(root: Path, backbones: int, datasets: int, protocols: int, n: int) -> float:
@@ -97,11 +114,12 @@ def generate(root: Path, backbones: int, datasets: int, protocols: int, n: int) 
 
 
 def bench_known():
-    from medfm.verification import DatasetFacts, KnownSpecs
+    from medfm.api import DatasetFacts, KnownSpecs
 
-    return KnownSpecs(lambda name: DatasetFacts("binary", "auroc", 2, None, "medfm", "1")
-                      if name.startswith("bench/") else None,
-                      lambda kind, name: ("medfm", "1") if name.startswith(("bench/", "bench_")) else None)
+    return KnownSpecs(
+        lambda name: DatasetFacts("binary", "auroc", 2, None, "medfm", "1") if name.startswith("bench/") else None,
+        lambda kind, name: ("medfm", "1") if name.startswith(("bench/", "bench_")) else None,
+    )
 
 
 def page_render_seconds(index: Path) -> float | None:
@@ -113,8 +131,9 @@ def page_render_seconds(index: Path) -> float | None:
     except ImportError:
         return None
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox", "--disable-gpu",
-                                                                         "--disable-background-networking"])
+        browser = p.chromium.launch(
+            executable_path=str(chromium), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         page = browser.new_page()
         start = time.perf_counter()
         page.goto(index.as_uri())
@@ -125,10 +144,7 @@ def page_render_seconds(index: Path) -> float | None:
 
 
 def scale(backbones: int, datasets: int, protocols: int, n: int) -> dict:
-    from medfm import leaderboard as lb
-    from medfm.site import build_site
-    from medfm.standings import Policy, build_standings
-    from medfm.verification import scan_results
+    from medfm.api import Policy, build_site, build_standings, render_leaderboard, scan_results
 
     out: dict = {"records": backbones * datasets * protocols, "cases_per_test_set": n}
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,7 +164,7 @@ def scale(backbones: int, datasets: int, protocols: int, n: int) -> dict:
         out["standings_s"] = time.perf_counter() - t
         out["comparisons"] = sum(len(b.comparisons) for tb in standings.tables for b in tb.blocks)
         t = time.perf_counter()
-        markdown = lb.render(standings)
+        markdown = render_leaderboard(standings)
         out["markdown_s"] = time.perf_counter() - t
         out["markdown_kb"] = len(markdown.encode()) / 1e3
         t = time.perf_counter()
@@ -170,29 +186,39 @@ def main() -> None:
     cases, slowest = fuzz()
     big = scale(args.backbones, args.datasets, args.protocols, args.cases)
     counts = {k: sum(r["outcome"] == k for r in cases) for k in sorted({r["outcome"] for r in cases})}
-    lines = ["## Leaderboard: hostile submissions and 10,000 records (`bench_leaderboard.py`)", "",
-             f"**Hostile submissions** (`tests/test_hostile_results.py`): {len(cases)} cases; "
-             + ", ".join(f"{v} {k}" for k, v in counts.items())
-             + f". Ranked tables unchanged in {sum(r['ranked_tables_unchanged'] for r in cases)} of {len(cases)}; "
-             f"the other {sum(not r['ranked_tables_unchanged'] for r in cases)} are the contested submissions "
-             "(a copy claiming another's place), where the original loses its rank until one is removed, as designed. "
-             f"Slowest scan of a case: {slowest:.2f} s (symlinks to /dev/zero, FIFOs and zip bombs never block).", "",
-             "| case | outcome | reason (one line, file name omitted) | scan s |", "|---|---|---|---:|"]
+    lines = [
+        "## Leaderboard: hostile submissions and 10,000 records (`bench_leaderboard.py`)",
+        "",
+        f"**Hostile submissions** (`tests/test_hostile_results.py`): {len(cases)} cases; "
+        + ", ".join(f"{v} {k}" for k, v in counts.items())
+        + f". Ranked tables unchanged in {sum(r['ranked_tables_unchanged'] for r in cases)} of {len(cases)}; "
+        f"the other {sum(not r['ranked_tables_unchanged'] for r in cases)} are the contested submissions "
+        "(a copy claiming another's place), where the original loses its rank until one is removed, as designed. "
+        f"Slowest scan of a case: {slowest:.2f} s (symlinks to /dev/zero, FIFOs and zip bombs never block).",
+        "",
+        "| case | outcome | reason (one line, file name omitted) | scan s |",
+        "|---|---|---|---:|",
+    ]
     for r in cases:
         reason = r["reason"].replace("|", "\\|")
         lines.append(f"| {r['case']} | {r['outcome']} | {reason} | {r['seconds']:.2f} |")
     render = "n/a (no chromium)" if big["page_render_s"] is None else f"{big['page_render_s']:.2f} s"
-    lines += ["", f"**{big['records']:,} synthetic records** ({args.backbones} backbones x {args.datasets} data sets x "
-              f"{args.protocols} protocols, {args.cases} test cases each, 1000 resamples):", "",
-              "| step | seconds |", "|---|---:|",
-              f"| generate the records (setup, {os.cpu_count()} processes) | {big['generate_s']:.1f} |",
-              f"| first scan: verify every record, recompute every metric and interval | {big['scan_cold_s']:.1f} |",
-              f"| second scan (recomputed intervals cached by predictions sha256) | {big['scan_warm_s']:.1f} |",
-              f"| standings: ranks, {big['comparisons']:,} paired comparisons, Holm | {big['standings_s']:.1f} |",
-              f"| markdown ({big['markdown_kb']:.0f} kB) | {big['markdown_s']:.2f} |",
-              f"| web site: page, JSON, CSV, {big['records']:,} record copies ({big['site_mb']:.1f} MB; page "
-              f"{big['page_mb']:.1f} MB) | {big['site_s']:.1f} |",
-              f"| first render of the page in headless chromium | {render} |"]
+    lines += [
+        "",
+        f"**{big['records']:,} synthetic records** ({args.backbones} backbones x {args.datasets} data sets x "
+        f"{args.protocols} protocols, {args.cases} test cases each, 1000 resamples):",
+        "",
+        "| step | seconds |",
+        "|---|---:|",
+        f"| generate the records (setup, {os.cpu_count()} processes) | {big['generate_s']:.1f} |",
+        f"| first scan: verify every record, recompute every metric and interval | {big['scan_cold_s']:.1f} |",
+        f"| second scan (recomputed intervals cached by predictions sha256) | {big['scan_warm_s']:.1f} |",
+        f"| standings: ranks, {big['comparisons']:,} paired comparisons, Holm | {big['standings_s']:.1f} |",
+        f"| markdown ({big['markdown_kb']:.0f} kB) | {big['markdown_s']:.2f} |",
+        f"| web site: page, JSON, CSV, {big['records']:,} record copies ({big['site_mb']:.1f} MB; page "
+        f"{big['page_mb']:.1f} MB) | {big['site_s']:.1f} |",
+        f"| first render of the page in headless chromium | {render} |",
+    ]
     update_section("leaderboard", "\n".join(lines), {"fuzz": cases, "scale": big})
     print("\n".join(lines))
 

@@ -19,6 +19,7 @@ Usage: python benchmarks/bench_protocols.py [--assets ../shared/assets] [--quick
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import tempfile
@@ -30,28 +31,28 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _results import machine, update_section
+from breastmnist_protocols import config as breastmnist_config
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from medfm import ProtocolOutput, ProtocolSpec, hookimpl
-from medfm.io import write_json
-from medfm.plugins import load_entry_point_plugins, make_plugin_manager
-from medfm.registry import Registry
-from medfm.runner import Runner
-from medfm_plugins.protocols._common import KindFeatures, load_kinds, standardise
-from medfm_plugins.protocols._heads import training_targets
+from medfm.api import Registry, Runner, load_entry_point_plugins, make_plugin_manager, write_json
+from medfm.protocols import KindFeatures, load_kinds, standardise
 from medfm_plugins.protocols.knn import knn_topk, votes_from_neighbours
-from medfm_plugins.protocols.linear_probe import DEFAULT_KINDS, DEFAULTS, batch_stream, train_grid
-
-from _results import machine, update_section
-from breastmnist_protocols import config as breastmnist_config
+from medfm_plugins.protocols.linear_probe import DEFAULT_KINDS, DEFAULTS, batch_stream, train_grid, training_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 LRS, WDS = DEFAULTS["lrs"], DEFAULTS["weight_decays"]
 GRID = [(lr, wd) for lr in LRS for wd in WDS]  # the linear probe's default: 24 heads per feature kind
-EPOCHS, EVERY, PATIENCE, BATCH = DEFAULTS["epochs"], DEFAULTS["eval_every"], DEFAULTS["patience"], DEFAULTS["batch_size"]
+EPOCHS, EVERY, PATIENCE, BATCH = (
+    DEFAULTS["epochs"],
+    DEFAULTS["eval_every"],
+    DEFAULTS["patience"],
+    DEFAULTS["batch_size"],
+)
 ONE_HEAD = [(1e-2, 1e-4)]
 SK_CS = list(np.logspace(-4, 2, len(GRID)))  # one scikit-learn fit per grid point
 
@@ -69,8 +70,10 @@ class Capture:
     def register_protocols(self, register):
         def run(ctx):
             kinds, _ = load_kinds(ctx, DEFAULT_KINDS)
-            self.got[ctx.backbone_spec.name] = {"kinds": kinds, "labels": {s: kinds[0].sets[s].labels
-                                                                             for s in ("train", "val", "test")}}
+            self.got[ctx.backbone_spec.name] = {
+                "kinds": kinds,
+                "labels": {s: kinds[0].sets[s].labels for s in ("train", "val", "test")},
+            }
             test = kinds[0].sets["test"]
             return ProtocolOutput(ids=test.ids, scores=np.full((len(test.ids), 2), 0.5))
 
@@ -91,8 +94,9 @@ def breastmnist(assets: Path, cache: Path) -> dict[str, dict[str, Any]]:
     return capture.got
 
 
-def synthetic(n_train: int, dim: int = 768, n_val: int = 10_000, n_test: int = 10_000, seed: int = 0,
-              delta: float = 1.8) -> dict[str, Any]:
+def synthetic(
+    n_train: int, dim: int = 768, n_val: int = 10_000, n_test: int = 10_000, seed: int = 0, delta: float = 1.8
+) -> dict[str, Any]:
     """Binary features ``x = (z + delta*y*u) diag(s) Q``: power-law spectrum, Bayes AUROC Phi(delta/sqrt 2)."""
     rng = np.random.default_rng(seed)
     u = rng.normal(size=dim)
@@ -120,26 +124,56 @@ def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
     return best, out
 
 
-def grid_run(data: dict, kinds: list[KindFeatures], grid: list, epochs: int, batch: int, eval_every: int,
-             patience: int, seed: int = 0, representation: str = "auto") -> dict:
+def grid_run(
+    data: dict,
+    kinds: list[KindFeatures],
+    grid: list,
+    epochs: int,
+    batch: int,
+    eval_every: int,
+    patience: int,
+    seed: int = 0,
+    representation: str = "auto",
+) -> dict:
     """Train a grid with the linear probe's own trainer; best validation AUROC, epochs run, selected head's test AUROC."""
     y = training_targets("binary", data["labels"]["train"])
     start = time.perf_counter()
-    out = train_grid("binary", "auroc", kinds, y, data["labels"]["val"], 2, grid, epochs, batch, eval_every,
-                     patience, None, torch.Generator().manual_seed(seed), representation=representation)
+    out = train_grid(
+        "binary",
+        "auroc",
+        kinds,
+        y,
+        data["labels"]["val"],
+        2,
+        grid,
+        epochs,
+        batch,
+        eval_every,
+        patience,
+        None,
+        torch.Generator().manual_seed(seed),
+        representation=representation,
+    )
     fit_s = time.perf_counter() - start  # training and selection on validation, as scikit-learn's timed `fit`
     winner = int(torch.argmax(out["best_val"]))
     bank = out["banks"][winner // len(grid)]
-    w = bank.primal(out["best_w"][winner // len(grid)][winner % len(grid):][:1])
+    w = bank.primal(out["best_w"][winner // len(grid)][winner % len(grid) :][:1])
     test = torch.sigmoid(bank.stack.logits(bank.test, w)).flatten().numpy()
-    return {"val_auroc": float(out["best_val"].max()), "epochs_run": out["epochs_run"],
-            "lr": grid[winner % len(grid)][0], "weight_decay": grid[winner % len(grid)][1],
-            "heads": len(grid) * len(kinds), "representation": bank.representation, "fit_s": fit_s,
-            "test_auroc": float(roc_auc_score(np.asarray(data["labels"]["test"]).ravel(), test))}
+    return {
+        "val_auroc": float(out["best_val"].max()),
+        "epochs_run": out["epochs_run"],
+        "lr": grid[winner % len(grid)][0],
+        "weight_decay": grid[winner % len(grid)][1],
+        "heads": len(grid) * len(kinds),
+        "representation": bank.representation,
+        "fit_s": fit_s,
+        "test_auroc": float(roc_auc_score(np.asarray(data["labels"]["test"]).ravel(), test)),
+    }
 
 
-def plain_torch_head(data: dict, kind: KindFeatures, lr: float, wd: float, epochs: int, batch: int,
-                     eval_every: int) -> float:
+def plain_torch_head(
+    data: dict, kind: KindFeatures, lr: float, wd: float, epochs: int, batch: int, eval_every: int
+) -> float:
     """One head trained the usual way, as a user would write it: ``nn.Linear``, ``torch.optim.SGD``
     (momentum 0.9, weight decay on the weight only), autograd through ``BCEWithLogitsLoss``, a
     per-step cosine schedule, the same batches as the protocol, scikit-learn's AUROC on
@@ -151,8 +185,11 @@ def plain_torch_head(data: dict, kind: KindFeatures, lr: float, wd: float, epoch
     head = torch.nn.Linear(x_tr.shape[1], 1)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
-    opt = torch.optim.SGD([{"params": [head.weight], "weight_decay": wd},
-                           {"params": [head.bias], "weight_decay": 0.0}], lr=lr, momentum=0.9)
+    opt = torch.optim.SGD(
+        [{"params": [head.weight], "weight_decay": wd}, {"params": [head.bias], "weight_decay": 0.0}],
+        lr=lr,
+        momentum=0.9,
+    )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, math.ceil(n * epochs / batch))
     loss_fn = torch.nn.BCEWithLogitsLoss()
     best, evaluated = -math.inf, 0
@@ -176,21 +213,36 @@ def goal_a(data: dict, kind: KindFeatures, epochs: int, batch: int, repeats: int
     one_s = grid_s = plain_s = primal_s = math.inf
     lr, wd = ONE_HEAD[0]
     for _ in range(repeats):
-        t, one = best_of(1, lambda: grid_run(data, [kind], ONE_HEAD, epochs, batch, eval_every, 10 ** 9))
+        t, one = best_of(1, lambda: grid_run(data, [kind], ONE_HEAD, epochs, batch, eval_every, 10**9))
         one_s = min(one_s, t)
-        t, grid = best_of(1, lambda: grid_run(data, [kind], GRID, epochs, batch, eval_every, 10 ** 9))
+        t, grid = best_of(1, lambda: grid_run(data, [kind], GRID, epochs, batch, eval_every, 10**9))
         grid_s = min(grid_s, t)
-        t, _ = best_of(1, lambda: grid_run(data, [kind], GRID, epochs, batch, eval_every, 10 ** 9,
-                                           representation="primal"))
+        t, _ = best_of(
+            1, lambda: grid_run(data, [kind], GRID, epochs, batch, eval_every, 10**9, representation="primal")
+        )
         primal_s = min(primal_s, t)
         t, plain = best_of(1, lambda: plain_torch_head(data, kind, lr, wd, epochs, batch, eval_every))
         plain_s = min(plain_s, t)
-    return {"kind": kind.kind, "dim": kind.dim, "n_train": len(data["labels"]["train"]), "epochs": epochs,
-            "batch": batch, "one_head_s": one_s, "one_head_representation": one["representation"],
-            "grid_s": grid_s, "grid_representation": grid["representation"], "grid_primal_s": primal_s,
-            "plain_head_s": plain_s, "heads": grid["heads"], "ratio": grid_s / one_s,
-            "ratio_plain": grid_s / plain_s, "one_head_val": one["val_auroc"], "plain_head_val": plain,
-            "met": grid_s / one_s <= 2.0, "met_plain": grid_s / plain_s <= 2.0}
+    return {
+        "kind": kind.kind,
+        "dim": kind.dim,
+        "n_train": len(data["labels"]["train"]),
+        "epochs": epochs,
+        "batch": batch,
+        "one_head_s": one_s,
+        "one_head_representation": one["representation"],
+        "grid_s": grid_s,
+        "grid_representation": grid["representation"],
+        "grid_primal_s": primal_s,
+        "plain_head_s": plain_s,
+        "heads": grid["heads"],
+        "ratio": grid_s / one_s,
+        "ratio_plain": grid_s / plain_s,
+        "one_head_val": one["val_auroc"],
+        "plain_head_val": plain,
+        "met": grid_s / one_s <= 2.0,
+        "met_plain": grid_s / plain_s <= 2.0,
+    }
 
 
 def schedule_tradeoff(data: dict, kind: KindFeatures, seeds: int = 5) -> dict:
@@ -198,15 +250,20 @@ def schedule_tradeoff(data: dict, kind: KindFeatures, seeds: int = 5) -> dict:
     rule): time, epochs run, best validation AUROC and the selected head's test AUROC, over seeds."""
     rows = {}
     for name, epochs in {"default": EPOCHS, "long": 100}.items():
-        got = [best_of(1, lambda s=s: grid_run(data, [kind], GRID, epochs, BATCH, EVERY, PATIENCE, seed=s))
-               for s in range(seeds)]
-        rows[name] = {"epochs_max": epochs, "median_s": float(np.median([t for t, _ in got])),
-                      "epochs": float(np.mean([r["epochs_run"] for _, r in got])),
-                      "val_auroc": float(np.mean([r["val_auroc"] for _, r in got])),
-                      "min_val_auroc": float(np.min([r["val_auroc"] for _, r in got])),
-                      "test_auroc": float(np.mean([r["test_auroc"] for _, r in got])),
-                      "test_auroc_sd": float(np.std([r["test_auroc"] for _, r in got])),
-                      "lrs": sorted({r["lr"] for _, r in got})}
+        got = [
+            best_of(1, functools.partial(grid_run, data, [kind], GRID, epochs, BATCH, EVERY, PATIENCE, seed=s))
+            for s in range(seeds)
+        ]
+        rows[name] = {
+            "epochs_max": epochs,
+            "median_s": float(np.median([t for t, _ in got])),
+            "epochs": float(np.mean([r["epochs_run"] for _, r in got])),
+            "val_auroc": float(np.mean([r["val_auroc"] for _, r in got])),
+            "min_val_auroc": float(np.min([r["val_auroc"] for _, r in got])),
+            "test_auroc": float(np.mean([r["test_auroc"] for _, r in got])),
+            "test_auroc_sd": float(np.std([r["test_auroc"] for _, r in got])),
+            "lrs": sorted({r["lr"] for _, r in got}),
+        }
     return rows
 
 
@@ -231,12 +288,19 @@ def sklearn_fits(kind: KindFeatures, labels: dict) -> tuple[list[float], list[in
 def summarise_fits(times: list[list[float]], iters: list[int], aucs: list[float]) -> dict:
     """The fits' summary; each fit's time is its minimum over the repeats in ``times``."""
     best = np.min(np.asarray(times), 0)
-    return {"fits": len(SK_CS), "total_s": float(best.sum()), "mean_fit_s": float(best.mean()), "iterations": iters,
-            "best_val_auroc": float(max(aucs)), "best_C": float(SK_CS[int(np.argmax(aucs))])}
+    return {
+        "fits": len(SK_CS),
+        "total_s": float(best.sum()),
+        "mean_fit_s": float(best.mean()),
+        "iterations": iters,
+        "best_val_auroc": float(max(aucs)),
+        "best_C": float(SK_CS[int(np.argmax(aucs))]),
+    }
 
 
-def goal_b(data: dict, kind: KindFeatures, epochs: int, batch: int, eval_every: int, patience: int,
-           repeats: int) -> dict:
+def goal_b(
+    data: dict, kind: KindFeatures, epochs: int, batch: int, eval_every: int, patience: int, repeats: int
+) -> dict:
     """The 24-head grid as the protocol runs it (early stopping on) vs 24 scikit-learn fits,
     repeats interleaved (grid, then the 24 fits, and again) so that a slower spell of a shared
     machine weighs on both sides alike."""
@@ -247,11 +311,22 @@ def goal_b(data: dict, kind: KindFeatures, epochs: int, batch: int, eval_every: 
         times, iters, aucs = sklearn_fits(kind, data["labels"])
         fit_times.append(times)
     sk = summarise_fits(fit_times, iters, aucs)
-    return {"kind": kind.kind, "grid_s": grid_s, "grid_val_auroc": grid["val_auroc"],
-            "grid_epochs_run": grid["epochs_run"], "epochs": epochs, "eval_every": eval_every, "patience": patience,
-            "batch": batch, "representation": grid["representation"], "sklearn": sk, "repeats": repeats,
-            "speedup": sk["total_s"] / grid_s, "auroc_gap": grid["val_auroc"] - sk["best_val_auroc"],
-            "met": sk["total_s"] / grid_s >= 10 and grid["val_auroc"] >= sk["best_val_auroc"] - 0.01}
+    return {
+        "kind": kind.kind,
+        "grid_s": grid_s,
+        "grid_val_auroc": grid["val_auroc"],
+        "grid_epochs_run": grid["epochs_run"],
+        "epochs": epochs,
+        "eval_every": eval_every,
+        "patience": patience,
+        "batch": batch,
+        "representation": grid["representation"],
+        "sklearn": sk,
+        "repeats": repeats,
+        "speedup": sk["total_s"] / grid_s,
+        "auroc_gap": grid["val_auroc"] - sk["best_val_auroc"],
+        "met": sk["total_s"] / grid_s >= 10 and grid["val_auroc"] >= sk["best_val_auroc"] - 0.01,
+    }
 
 
 def _hwm_mb() -> float:
@@ -271,8 +346,9 @@ def _reset_hwm() -> bool:
         return False
 
 
-def goal_c(kind: KindFeatures, labels: dict, bank_sizes: list[int], query_chunk: int = 256,
-           bank_chunk: int = 16384) -> dict:
+def goal_c(
+    kind: KindFeatures, labels: dict, bank_sizes: list[int], query_chunk: int = 256, bank_chunk: int = 16384
+) -> dict:
     """kNN (k grid up to 200) of all val + test queries against banks of growing size: time and peak memory."""
     queries = F.normalize(torch.cat([kind.tensors["val"], kind.tensors["test"]]), dim=1)
     full_bank = F.normalize(kind.tensors["train"], dim=1)
@@ -288,14 +364,30 @@ def goal_c(kind: KindFeatures, labels: dict, bank_sizes: list[int], query_chunk:
         seconds = time.perf_counter() - t
         peak = _hwm_mb() - before
         auroc = roc_auc_score(np.r_[labels["val"], labels["test"]], scores[20][:, 1].numpy())
-        rows.append({"bank": n, "queries": len(queries), "seconds": seconds,
-                     "peak_extra_mb": peak if resettable else None, "auroc_k20": float(auroc),
-                     "full_matrix_mb": len(queries) * n * 4 / 2 ** 20})
-    outputs_mb = len(queries) * 200 * (4 + 8) / 2 ** 20
-    block_mb = query_chunk * (bank_chunk + 400) * 4 / 2 ** 20
-    bounded = all(r["peak_extra_mb"] is not None and r["peak_extra_mb"] < 4 * (block_mb + outputs_mb) + 64 for r in rows)
-    return {"rows": rows, "dim": kind.dim, "query_chunk": query_chunk, "bank_chunk": bank_chunk,
-            "block_mb": block_mb, "outputs_mb": outputs_mb, "met": bounded}
+        rows.append(
+            {
+                "bank": n,
+                "queries": len(queries),
+                "seconds": seconds,
+                "peak_extra_mb": peak if resettable else None,
+                "auroc_k20": float(auroc),
+                "full_matrix_mb": len(queries) * n * 4 / 2**20,
+            }
+        )
+    outputs_mb = len(queries) * 200 * (4 + 8) / 2**20
+    block_mb = query_chunk * (bank_chunk + 400) * 4 / 2**20
+    bounded = all(
+        r["peak_extra_mb"] is not None and r["peak_extra_mb"] < 4 * (block_mb + outputs_mb) + 64 for r in rows
+    )
+    return {
+        "rows": rows,
+        "dim": kind.dim,
+        "query_chunk": query_chunk,
+        "bank_chunk": bank_chunk,
+        "block_mb": block_mb,
+        "outputs_mb": outputs_mb,
+        "met": bounded,
+    }
 
 
 # ------------------------------------------------------------------ report
@@ -308,16 +400,25 @@ def main() -> None:
     parser.add_argument("--assets", type=Path, default=ROOT.parent / "shared" / "assets")
     parser.add_argument("--cache", type=Path, default=ROOT / ".medfm-cache" / "benchmarks")
     parser.add_argument("--quick", action="store_true", help="a 20k synthetic set, for trying the script out")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch and BLAS threads for both sides of every comparison (default 1: on a shared "
-                             "machine, multi-threaded tiny operations wait for busy cores)")
-    parser.add_argument("--from-json", action="store_true",
-                        help="re-render the RESULTS.md section from protocols.json without measuring again")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch and BLAS threads for both sides of every comparison (default 1: on a shared "
+        "machine, multi-threaded tiny operations wait for busy cores)",
+    )
+    parser.add_argument(
+        "--from-json",
+        action="store_true",
+        help="re-render the RESULTS.md section from protocols.json without measuring again",
+    )
     args = parser.parse_args()
     if args.from_json:
-        data = json.loads((ROOT / "benchmarks" / "protocols.json").read_text())
-        measured_on = data.pop("machine")
-        update_section("protocols", report(data, data.get("n_syn", 100_000), data.get("threads", 1)), data, measured_on)
+        stored = json.loads((ROOT / "benchmarks" / "protocols.json").read_text())
+        measured_on = stored.pop("machine")
+        update_section(
+            "protocols", report(stored, stored.get("n_syn", 100_000), stored.get("threads", 1)), stored, measured_on
+        )
         return
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
@@ -325,16 +426,25 @@ def main() -> None:
     real = breastmnist(args.assets, args.cache)
     n_syn = 20_000 if args.quick else 100_000
     syn = synthetic(n_syn)
-    data: dict[str, Any] = {"a": [], "b": [], "c": {}, "schedule": [], "n_syn": n_syn, "threads": args.threads,
-                            "defaults": {k: DEFAULTS[k] for k in ("lrs", "weight_decays", "epochs", "eval_every",
-                                                                  "patience", "batch_size", "momentum")}}
+    data: dict[str, Any] = {
+        "a": [],
+        "b": [],
+        "c": {},
+        "schedule": [],
+        "n_syn": n_syn,
+        "threads": args.threads,
+        "defaults": {
+            k: DEFAULTS[k]
+            for k in ("lrs", "weight_decays", "epochs", "eval_every", "patience", "batch_size", "momentum")
+        },
+    }
 
     sets = []
     for name, got in real.items():
         for kind in got["kinds"]:
             sets.append((f"BreastMNIST {name} {kind.kind}", got, kind, dict(epochs=EPOCHS, repeats=5, every=EVERY)))
     sets.append((f"synthetic {n_syn // 1000}k x 768", syn, syn["kinds"][0], dict(epochs=3, repeats=3, every=1)))
-    grid_run(real[next(iter(real))], real[next(iter(real))]["kinds"][:1], GRID, 2, BATCH, EVERY, 10 ** 9)  # warm-up
+    grid_run(real[next(iter(real))], real[next(iter(real))]["kinds"][:1], GRID, 2, BATCH, EVERY, 10**9)  # warm-up
     for label, got, kind, p in sets:
         r = goal_a(got, kind, p["epochs"], BATCH, p["repeats"], eval_every=p["every"])
         r["set"] = label
@@ -343,15 +453,21 @@ def main() -> None:
     dino = next(v for k, v in real.items() if "dinov2" in k)
     one_s = all_s = math.inf
     for _ in range(5):  # the all-kinds grid against one head on CLS, interleaved
-        one_s = min(one_s, best_of(1, lambda: grid_run(dino, dino["kinds"][:1], ONE_HEAD, EPOCHS, BATCH, EVERY,
-                                                       10 ** 9))[0])
-        t, all_grid = best_of(1, lambda: grid_run(dino, dino["kinds"], GRID, EPOCHS, BATCH, EVERY, 10 ** 9))
+        one_s = min(
+            one_s, best_of(1, lambda: grid_run(dino, dino["kinds"][:1], ONE_HEAD, EPOCHS, BATCH, EVERY, 10**9))[0]
+        )
+        t, all_grid = best_of(1, lambda: grid_run(dino, dino["kinds"], GRID, EPOCHS, BATCH, EVERY, 10**9))
         all_s = min(all_s, t)
-    data["a_all_kinds"] = {"heads": all_grid["heads"], "grid_s": all_s, "one_head_cls_s": one_s,
-                           "ratio": all_s / one_s, "kinds": [k.kind for k in dino["kinds"]]}
+    data["a_all_kinds"] = {
+        "heads": all_grid["heads"],
+        "grid_s": all_s,
+        "one_head_cls_s": one_s,
+        "ratio": all_s / one_s,
+        "kinds": [k.kind for k in dino["kinds"]],
+    }
     print("a all kinds", data["a_all_kinds"], flush=True)
 
-    for label, got, kind, p in sets:
+    for label, got, kind, _ in sets:
         big = got is syn
         r = goal_b(got, kind, epochs=EPOCHS, batch=BATCH, eval_every=EVERY, patience=PATIENCE, repeats=1 if big else 10)
         r["set"] = label
@@ -384,7 +500,9 @@ def report(data: dict, n_syn: int, threads: int) -> str:
     a_rows = "\n".join(
         f"| {r['set']} ({r['dim']}-d) | {r['epochs']} | {r['grid_s']:.3f} ({r['heads']} heads, {r['grid_representation']}) | "
         f"{r['grid_primal_s']:.3f} | {r['one_head_s']:.3f} | **{r['ratio']:.2f}x** | {r['plain_head_s']:.3f} | "
-        f"**{r['ratio_plain']:.2f}x** | {mark(r['met'])} / {mark(r['met_plain'])} |" for r in data["a"])
+        f"**{r['ratio_plain']:.2f}x** | {mark(r['met'])} / {mark(r['met_plain'])} |"
+        for r in data["a"]
+    )
     ak = data["a_all_kinds"]
     a_by_set = {r["set"]: r for r in data["a"]}
 
@@ -399,30 +517,40 @@ def report(data: dict, n_syn: int, threads: int) -> str:
         f"{r['grid_val_auroc']:.3f} | {r['sklearn']['total_s']:.3f} ({min(r['sklearn']['iterations'])}-"
         f"{max(r['sklearn']['iterations'])} L-BFGS iterations per fit) | {r['sklearn']['best_val_auroc']:.3f} "
         f"(C = {r['sklearn']['best_C']:.2g}) | **{r['speedup']:.1f}x** | "
-        f"{f'{one_head_bound(r):.1f}x' if 'BreastMNIST' in r['set'] else '—'} | {mark(r['met'])} |" for r in data["b"])
+        f"{f'{one_head_bound(r):.1f}x' if 'BreastMNIST' in r['set'] else '—'} | {mark(r['met'])} |"
+        for r in data["b"]
+    )
     s_rows = "\n".join(
         f"| {t['set']} | {name} ({q['epochs_max']} epochs) | {q['epochs']:.0f} | {q['median_s']:.3f} | "
         f"{q['val_auroc']:.3f} (min {q['min_val_auroc']:.3f}; sklearn "
         f"{t['sklearn_val_auroc']:.3f}) | {q['test_auroc']:.3f} ± {q['test_auroc_sd']:.3f} | "
         f"{', '.join(f'{v:g}' for v in q['lrs'])} |"
-        for t in data["schedule"] for name, q in ((k, t[k]) for k in ("default", "long")))
+        for t in data["schedule"]
+        for name, q in ((k, t[k]) for k in ("default", "long"))
+    )
     syn_c = data["c"]["synthetic"]
     c_rows = "\n".join(
         f"| {r['bank']:,} x {syn_c['dim']} | {r['queries']:,} | {r['seconds']:.1f} | "
         f"{_mb(r['peak_extra_mb'])} | {r['full_matrix_mb']:,.0f} | {r['auroc_k20']:.3f} |"
-        for r in syn_c["rows"])
-    real_c = "; ".join(f"{k}: {v['rows'][0]['seconds'] * 1000:.0f} ms for {v['rows'][0]['queries']} queries "
-                       f"against {v['rows'][0]['bank']} ({v['dim']}-d)" for k, v in data["c"].items() if k != "synthetic")
+        for r in syn_c["rows"]
+    )
+    real_c = "; ".join(
+        f"{k}: {v['rows'][0]['seconds'] * 1000:.0f} ms for {v['rows'][0]['queries']} queries "
+        f"against {v['rows'][0]['bank']} ({v['dim']}-d)"
+        for k, v in data["c"].items()
+        if k != "synthetic"
+    )
     small_a = [r for r in data["a"] if "BreastMNIST" in r["set"]]
     small_b = [r for r in data["b"] if "BreastMNIST" in r["set"]]
     syn_a = next(r for r in data["a"] if "synthetic" in r["set"])
     syn_b = next(r for r in data["b"] if "synthetic" in r["set"])
     same_val = max(abs(r["one_head_val"] - r["plain_head_val"]) for r in data["a"])
-    a_met, a_plain_met, b_met = (sum(r[k] for r in rows) for k, rows in
-                                 (("met", data["a"]), ("met_plain", data["a"]), ("met", data["b"])))
+    a_met, a_plain_met, b_met = (
+        sum(r[k] for r in rows) for k, rows in (("met", data["a"]), ("met_plain", data["a"]), ("met", data["b"]))
+    )
     dual_gain = [r["grid_primal_s"] / r["grid_s"] for r in small_a if r["grid_representation"] == "dual"]
-    step_ms = [1000 * r["one_head_s"] / math.ceil(r["epochs"] * r["n_train"] / r["batch"]) for r in small_a]
-    step_ms = (min(step_ms), max(step_ms))
+    step_times = [1000 * r["one_head_s"] / math.ceil(r["epochs"] * r["n_train"] / r["batch"]) for r in small_a]
+    step_ms = (min(step_times), max(step_times))
     narrow = next((r for r in small_a if r["grid_representation"] == "primal"), None)
     long_minus_default = [t["long"]["test_auroc"] - t["default"]["test_auroc"] for t in data["schedule"]]
     long_cost = [t["long"]["median_s"] / t["default"]["median_s"] for t in data["schedule"]]
@@ -436,17 +564,17 @@ minimum over interleaved repeats (BreastMNIST: 5 for goal a, 10 for goal b; synt
 scikit-learn, the sum of each fit's own minimum), with {threads} torch and BLAS thread(s) on both sides of
 every comparison. A grid's time is its `train_grid` call (standardising, kernels, training, validation and
 selection), as scikit-learn's is its `fit` calls; this shared 2-core machine's speed drifts by up to
-1.5x from minute to minute, which interleaving and minima keep out of the ratios. The grid is the linear probe's default: learning rates {', '.join(f'{v:g}' for v in dflt['lrs'])} x
-weight decays {', '.join(f'{v:g}' for v in dflt['weight_decays'])} (24 heads per feature kind), SGD with momentum
-{dflt['momentum']}, cosine schedule over {dflt['epochs']} epochs, batch {dflt['batch_size']}, validation every
-{dflt['eval_every']} epochs, patience {dflt['patience']} evaluations.
+1.5x from minute to minute, which interleaving and minima keep out of the ratios. The grid is the linear probe's default: learning rates {", ".join(f"{v:g}" for v in dflt["lrs"])} x
+weight decays {", ".join(f"{v:g}" for v in dflt["weight_decays"])} (24 heads per feature kind), SGD with momentum
+{dflt["momentum"]}, cosine schedule over {dflt["epochs"]} epochs, batch {dflt["batch_size"]}, validation every
+{dflt["eval_every"]} epochs, patience {dflt["patience"]} evaluations.
 
 **(a) Grid of 24 heads vs one head, same feature kind, same epochs, same validation schedule
 (every {EVERY} epochs on BreastMNIST, every epoch on the synthetic set; early stopping off).** Goal: grid <= 2x one
 head. One head is measured twice: through the protocol's own trainer with a one-point grid, and as
 the plain PyTorch loop a user would write for one head (`nn.Linear`, `torch.optim.SGD` with
 momentum, autograd, `BCEWithLogitsLoss`, scikit-learn AUROC; the same batches;
-{'the same best validation AUROC as the trainer' + "'" + 's one head' if same_val < 1e-6 else 'its best validation AUROC differs from the trainer' + "'" + f's one head by at most {same_val:.4f}'}).
+{"the same best validation AUROC as the trainer" + "'" + "s one head" if same_val < 1e-6 else "its best validation AUROC differs from the trainer" + "'" + f"s one head by at most {same_val:.4f}"}).
 The trainer picks the representation with fewer multiply-adds for each (the exact dual one for
 24 heads on 546 rows of 768 or more dimensions, the primal one for one head); the grid's time with
 the primal representation forced is listed too.
@@ -455,17 +583,17 @@ the primal representation forced is listed too.
 |---|---:|---:|---:|---:|---:|---:|---:|---|
 {a_rows}
 
-Goal (a) is met on {a_met} of {len(data['a'])} sets against the trainer's own one-head run
-({min(r['ratio'] for r in data['a']):.2f}-{max(r['ratio'] for r in data['a']):.2f}x{'' if a_met == len(data['a']) else '; missed on ' + ', '.join(f"{r['set'].split()[-1]} ({r['ratio']:.2f}x)" for r in data['a'] if not r['met'])}) and on {a_plain_met} of {len(data['a'])} against the plain single-head loop
-({min(r['ratio_plain'] for r in data['a']):.2f}-{max(r['ratio_plain'] for r in data['a']):.2f}x). On 546 cached rows the 24 heads' arithmetic, not reading the rows,
+Goal (a) is met on {a_met} of {len(data["a"])} sets against the trainer's own one-head run
+({min(r["ratio"] for r in data["a"]):.2f}-{max(r["ratio"] for r in data["a"]):.2f}x{"" if a_met == len(data["a"]) else "; missed on " + ", ".join(f"{r['set'].split()[-1]} ({r['ratio']:.2f}x)" for r in data["a"] if not r["met"])}) and on {a_plain_met} of {len(data["a"])} against the plain single-head loop
+({min(r["ratio_plain"] for r in data["a"]):.2f}-{max(r["ratio_plain"] for r in data["a"]):.2f}x). On 546 cached rows the 24 heads' arithmetic, not reading the rows,
 is most of a step's cost; the dual representation cuts it from 2 D to 547 multiply-adds per batch row and
-head (D the feature dimension), which makes the grid {min(dual_gain) if dual_gain else float('nan'):.1f}-{max(dual_gain) if dual_gain else float('nan'):.1f}x faster than the primal grid where it is used.
+head (D the feature dimension), which makes the grid {min(dual_gain) if dual_gain else float("nan"):.1f}-{max(dual_gain) if dual_gain else float("nan"):.1f}x faster than the primal grid where it is used.
 One head through this trainer costs {step_ms[0]:.2f}-{step_ms[1]:.2f} ms per step (its fixed per-step cost: a few small
 tensor operations and Python); the grid adds the 24 heads' matrix products, which run near this core's
-matrix-product speed{f" (for the {narrow['dim']}-d features, where the dual representation would not pay, two products of 24 x {narrow['dim'] + 1} x 256 per step: about the whole of one head's step again)" if narrow else ''}.
-On the {n_syn // 1000}k set, where reading the rows dominates, the grid costs {syn_a['ratio']:.2f}x one head.
-The default grid over all three DINOv2 feature kinds ({', '.join(ak['kinds'])}; {ak['heads']} heads) takes
-{ak['grid_s']:.3f} s, {ak['ratio']:.2f}x one head on CLS alone.
+matrix-product speed{f" (for the {narrow['dim']}-d features, where the dual representation would not pay, two products of 24 x {narrow['dim'] + 1} x 256 per step: about the whole of one head's step again)" if narrow else ""}.
+On the {n_syn // 1000}k set, where reading the rows dominates, the grid costs {syn_a["ratio"]:.2f}x one head.
+The default grid over all three DINOv2 feature kinds ({", ".join(ak["kinds"])}; {ak["heads"]} heads) takes
+{ak["grid_s"]:.3f} s, {ak["ratio"]:.2f}x one head on CLS alone.
 
 **(b) The 24-head grid as the protocol runs it (its defaults, early stopping on) vs scikit-learn
 `LogisticRegression` (L-BFGS, max_iter 1000) fitted separately for each of 24 grid points
@@ -476,9 +604,9 @@ The default grid over all three DINOv2 feature kinds ({', '.join(ak['kinds'])}; 
 |---|---:|---:|---:|---:|---:|---:|---|
 {b_rows}
 
-Goal (b) is met on {b_met} of {len(data['b'])} sets: {min(r['speedup'] for r in small_b):.1f}-{max(r['speedup'] for r in small_b):.1f}x on BreastMNIST,
-{syn_b['speedup']:.1f}x on the {n_syn // 1000}k set, each at a best validation AUROC no more than 0.01 below scikit-learn's
-(the grid's is higher on {sum(r['auroc_gap'] > 0 for r in data['b'])} of {len(data['b'])}).
+Goal (b) is met on {b_met} of {len(data["b"])} sets: {min(r["speedup"] for r in small_b):.1f}-{max(r["speedup"] for r in small_b):.1f}x on BreastMNIST,
+{syn_b["speedup"]:.1f}x on the {n_syn // 1000}k set, each at a best validation AUROC no more than 0.01 below scikit-learn's
+(the grid's is higher on {sum(r["auroc_gap"] > 0 for r in data["b"])} of {len(data["b"])}).
 
 **Schedule: the default (cosine over {EPOCHS} epochs) against a long one (over 100 epochs), same
 validation rule**, the 24-head grid on each BreastMNIST kind, 5 shuffling seeds (time: median; AUROCs:
@@ -490,9 +618,9 @@ mean; test AUROC of the head selected on validation, ± its standard deviation o
 
 The long schedule costs {min(long_cost):.1f}-{max(long_cost):.1f}x the default and changes the selected head's test AUROC by
 {min(long_minus_default):+.3f} to {max(long_minus_default):+.3f} on average (positive: the long schedule is better), within the spread over
-seeds. {'With the default schedule the selected learning rates lie inside the grid, not at its edge.' if interior else 'With the default schedule some selected learning rates lie at the edge of the grid.'}
+seeds. {"With the default schedule the selected learning rates lie inside the grid, not at its edge." if interior else "With the default schedule some selected learning rates lie at the edge of the grid."}
 
-**(c) kNN in chunks** ({syn_c['query_chunk']} queries x {syn_c['bank_chunk']:,} bank rows per block,
+**(c) kNN in chunks** ({syn_c["query_chunk"]} queries x {syn_c["bank_chunk"]:,} bank rows per block,
 running top-200, k grid 10..200): growth of the peak resident memory during the call (Linux
 `VmHWM`, reset before it; features and normalised bank were resident before), against the
 similarity matrix an unchunked kNN would hold. Goal: memory bounded (independent of the bank size).
@@ -501,8 +629,8 @@ similarity matrix an unchunked kNN would hold. Goal: memory bounded (independent
 |---|---:|---:|---:|---:|---:|
 {c_rows}
 
-Goal {mark(syn_c['met'])}: the temporaries are one {syn_c['block_mb']:.0f} MB block plus the
-{syn_c['outputs_mb']:.0f} MB of top-200 neighbours kept for the k grid (reused memory can make the growth smaller).
+Goal {mark(syn_c["met"])}: the temporaries are one {syn_c["block_mb"]:.0f} MB block plus the
+{syn_c["outputs_mb"]:.0f} MB of top-200 neighbours kept for the k grid (reused memory can make the growth smaller).
 Time grows linearly with the bank. The kNN reads raw features (as the protocol does), and this
 synthetic set's class signal lies mostly in low-variance directions, so cosine kNN sits near
 chance there while the linear heads reach the Bayes AUROC: the set measures cost, not kNN quality.

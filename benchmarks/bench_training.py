@@ -16,12 +16,9 @@ import time
 from pathlib import Path
 
 import torch
-from medfm.config import RunConfig
-from medfm.records import load_record
-from medfm.registry import load_registry
-from medfm.runner import Runner
-
 from _results import update_section
+
+from medfm.api import RunConfig, Runner, load_record, load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOLS = ("frozen_linear", "finetune_linear", "lora")
@@ -30,40 +27,68 @@ PROTOCOLS = ("frozen_linear", "finetune_linear", "lora")
 def backbones(assets: Path, sizes: dict[str, int]) -> dict[str, dict]:
     """Backbone name (at its benchmark resolution) -> options pointing at the local weights."""
     w = assets / "weights"
-    return {f"torchvision/mobilenet_v2@{sizes['mobilenet']}": {"weights": str(w / "mobilenet_v2_tv_in1k.safetensors")},
-            f"timm/vit_small_patch14_dinov2@{sizes['dinov2']}": {"weights": str(w / "dinov2_vits14.safetensors")}}
+    return {
+        f"torchvision/mobilenet_v2@{sizes['mobilenet']}": {"weights": str(w / "mobilenet_v2_tv_in1k.safetensors")},
+        f"timm/vit_small_patch14_dinov2@{sizes['dinov2']}": {"weights": str(w / "dinov2_vits14.safetensors")},
+    }
 
 
-def run(assets: Path, protocols: list[str], epochs: int, train_samples: int | None, sizes: dict[str, int],
-        batch_size: int) -> tuple[list[dict], float]:
+def run(
+    assets: Path, protocols: list[str], epochs: int, train_samples: int | None, sizes: dict[str, int], batch_size: int
+) -> tuple[list[dict], float]:
     """Run every cell in a temporary results folder; return one row per cell and the wall time."""
     with tempfile.TemporaryDirectory() as tmp:
         bbs = backbones(assets, sizes)
-        cfg = RunConfig(backbones=list(bbs), datasets=["medmnist/breastmnist"], protocols=protocols, device="cpu",
-                        results_dir=f"{tmp}/results", cache_dir=None, leaderboard=f"{tmp}/lb.md", bootstrap=1000)
+        cfg = RunConfig(
+            backbones=list(bbs),
+            datasets=["medmnist/breastmnist"],
+            protocols=protocols,
+            device="cpu",
+            results_dir=f"{tmp}/results",
+            cache_dir=None,
+            leaderboard=f"{tmp}/lb.md",
+            bootstrap=1000,
+        )
         cfg.options["backbone"] = bbs
         cfg.options["dataset"] = {"medmnist/*": {"root": str(assets / "medmnist")}}
-        cfg.options["protocol"] = {"*": {"epochs": epochs, "batch_size": batch_size, "warmup_epochs": 0.5,
-                                         "patience": epochs, "max_train_samples": train_samples,
-                                         "curves_png": False}}
+        cfg.options["protocol"] = {
+            "*": {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "warmup_epochs": 0.5,
+                "patience": epochs,
+                "max_train_samples": train_samples,
+                "curves_png": False,
+            }
+        }
         start = time.perf_counter()
         outcomes = Runner(load_registry(), cfg).run()
         wall = time.perf_counter() - start
         rows = []
         for o in outcomes:
-            if o.status != "ok":
+            if o.status != "ok" or o.record_path is None:
                 raise SystemExit(f"{o.cell.label} failed: {o.message}")
             rec = load_record(o.record_path, verify=True)
             m, e = rec["metrics"], rec["extra"]
-            rows.append({
-                "backbone": o.cell.backbone.name, "protocol": o.cell.protocol.name,
-                "auroc": m["auroc"]["value"], "auroc_ci": [m["auroc"]["ci_low"], m["auroc"]["ci_high"]],
-                "accuracy": m["accuracy"]["value"], "balanced_accuracy": m["balanced_accuracy"]["value"],
-                "trainable_params": e["trainable_params"], "total_params": e["total_params"],
-                "train_samples": e["train_samples"], "epochs_run": e["epochs_run"], "best_epoch": e["best_epoch"],
-                "val_auroc": rec["selected"].get("val_auroc"), "fit_s": rec["timings"].get("fit_s"),
-                "train_loss": e["curves"]["train_loss"], "flags": rec["flags"],
-            })
+            rows.append(
+                {
+                    "backbone": o.cell.backbone.name,
+                    "protocol": o.cell.protocol.name,
+                    "auroc": m["auroc"]["value"],
+                    "auroc_ci": [m["auroc"]["ci_low"], m["auroc"]["ci_high"]],
+                    "accuracy": m["accuracy"]["value"],
+                    "balanced_accuracy": m["balanced_accuracy"]["value"],
+                    "trainable_params": e["trainable_params"],
+                    "total_params": e["total_params"],
+                    "train_samples": e["train_samples"],
+                    "epochs_run": e["epochs_run"],
+                    "best_epoch": e["best_epoch"],
+                    "val_auroc": rec["selected"].get("val_auroc"),
+                    "fit_s": rec["timings"].get("fit_s"),
+                    "train_loss": e["curves"]["train_loss"],
+                    "flags": rec["flags"],
+                }
+            )
     return rows, wall
 
 
@@ -91,9 +116,13 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
             f"| {r['backbone']} | {r['protocol']} | {r['auroc']:.3f} [{lo:.3f}, {hi:.3f}] | {r['accuracy']:.3f} | "
             f"{r['balanced_accuracy']:.3f} | {r['trainable_params']:,} ({share_text}) | "
             f"{r['best_epoch']}/{r['epochs_run']} | "
-            f"{r['train_loss'][0]:.3f} → {r['train_loss'][-1]:.3f} | {r['fit_s']:.0f} s |")
-    lines += ["", "Reference (MedMNIST+, Doerrich et al. 2024): DINO ViT-B/16 frozen linear probe on BreastMNIST, "
-              "AUROC 0.868 at 28 px and 0.934 at 224 px."]
+            f"{r['train_loss'][0]:.3f} → {r['train_loss'][-1]:.3f} | {r['fit_s']:.0f} s |"
+        )
+    lines += [
+        "",
+        "Reference (MedMNIST+, Doerrich et al. 2024): DINO ViT-B/16 frozen linear probe on BreastMNIST, "
+        "AUROC 0.868 at 28 px and 0.934 at 224 px.",
+    ]
     return "\n".join(lines)
 
 
@@ -106,16 +135,30 @@ def main() -> None:
     parser.add_argument("--mobilenet-size", type=int, default=112)
     parser.add_argument("--dinov2-size", type=int, default=70)
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS))
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: on a shared machine, OpenMP threads thrash)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared machine, OpenMP threads thrash)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes = {"mobilenet": args.mobilenet_size, "dinov2": args.dinov2_size}
     rows, wall = run(args.assets, args.protocols, args.epochs, args.train_samples, sizes, args.batch_size)
     md = markdown(rows, args, wall)
     print(md)
-    update_section("training", md, {"rows": rows, "wall_s": wall, "epochs": args.epochs, "sizes": sizes,
-                                    "batch_size": args.batch_size, "train_samples": args.train_samples})
+    update_section(
+        "training",
+        md,
+        {
+            "rows": rows,
+            "wall_s": wall,
+            "epochs": args.epochs,
+            "sizes": sizes,
+            "batch_size": args.batch_size,
+            "train_samples": args.train_samples,
+        },
+    )
 
 
 if __name__ == "__main__":

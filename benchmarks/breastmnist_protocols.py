@@ -17,13 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from medfm.config import RunConfig
-from medfm.plots import few_shot_series, plot_few_shot
-from medfm.records import load_record
-from medfm.registry import load_registry
-from medfm.runner import Runner
-
 from _results import update_section
+
+from medfm.api import RunConfig, Runner, few_shot_series, load_record, load_registry, plot_few_shot
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -42,13 +38,21 @@ REFERENCE = [
 def config(assets: Path, results: Path, cache: Path, bootstrap: int) -> RunConfig:
     """DINOv2-S at 112 px and MobileNetV2 at 224 px, real weights, all protocols."""
     weights = assets / "weights"
-    cfg = RunConfig(backbones=["timm/vit_small_patch14_dinov2@112", "torchvision/mobilenet_v2"],
-                    datasets=["medmnist/breastmnist"], protocols=list(PROTOCOLS), device="cpu",
-                    results_dir=str(results), cache_dir=str(cache), leaderboard=str(results / "leaderboard.md"),
-                    bootstrap=bootstrap, batch_size=64)
+    cfg = RunConfig(
+        backbones=["timm/vit_small_patch14_dinov2@112", "torchvision/mobilenet_v2"],
+        datasets=["medmnist/breastmnist"],
+        protocols=list(PROTOCOLS),
+        device="cpu",
+        results_dir=str(results),
+        cache_dir=str(cache),
+        leaderboard=str(results / "leaderboard.md"),
+        bootstrap=bootstrap,
+        batch_size=64,
+    )
     cfg.options["backbone"] = {
         "timm/vit_small_patch14_dinov2*": {"weights": str(weights / "dinov2_vits14.safetensors")},
-        "torchvision/mobilenet_v2*": {"weights": str(weights / "mobilenet_v2_tv_in1k.safetensors")}}
+        "torchvision/mobilenet_v2*": {"weights": str(weights / "mobilenet_v2_tv_in1k.safetensors")},
+    }
     cfg.options["dataset"] = {"medmnist/*": {"root": str(assets / "medmnist")}}
     return cfg
 
@@ -70,8 +74,10 @@ def describe_selection(record: dict) -> str:
     if name == "knn":
         return f"k = {sel.get('k')}, {sel.get('feature_kind')}"
     if name == "linear_probe":
-        return (f"{sel.get('feature_kind')}, lr {sel.get('lr'):g}, wd {sel.get('weight_decay'):g}, "
-                f"epoch {sel.get('epoch')} of {record['extra'].get('heads')} heads")
+        return (
+            f"{sel.get('feature_kind')}, lr {sel.get('lr'):g}, wd {sel.get('weight_decay'):g}, "
+            f"epoch {sel.get('epoch')} of {record['extra'].get('heads')} heads"
+        )
     if name == "logistic_regression":
         return f"C = {sel.get('C'):g}, {sel.get('feature_kind')}"
     return f"n = {sel.get('shots')}, episode {sel.get('episode')}, {sel.get('feature_kind')}"
@@ -111,18 +117,28 @@ def main() -> None:
         failed = [f"{o.cell.label}: {o.message}" for o in outcomes if o.status != "ok"]
         if failed:
             raise SystemExit("cells failed:\n" + "\n".join(failed))
-        records = [load_record(o.record_path, verify=True) for o in outcomes]
-    plot_few_shot(few_shot_series(records), HERE / "breastmnist_few_shot.png",
-                  title="BreastMNIST few-shot (real weights; test AUROC)")
+        records = [load_record(o.record_path, verify=True) for o in outcomes if o.record_path is not None]
+    plot_few_shot(
+        few_shot_series(records),
+        HERE / "breastmnist_few_shot.png",
+        title="BreastMNIST few-shot (real weights; test AUROC)",
+    )
     rows, data = [], {"records": {}, "seconds": seconds, "bootstrap": args.bootstrap}
     for r in records:
         key = f"{r['backbone']['name']} × {r['protocol']['name']}"
-        data["records"][key] = {"metrics": r["metrics"], "selected": r["selected"], "flags": r["flags"],
-                                "timings": r["timings"], "extra": r["extra"]}
+        data["records"][key] = {
+            "metrics": r["metrics"],
+            "selected": r["selected"],
+            "flags": r["flags"],
+            "timings": r["timings"],
+            "extra": r["extra"],
+        }
         flags = ", ".join(r["flags"]) or "—"
-        rows.append(f"| {r['backbone']['name']} | {r['protocol']['name']} | "
-                    + " | ".join(fmt(r["metrics"].get(m)) for m in METRICS)
-                    + f" | {describe_selection(r)} | {r['timings'].get('fit_s', 0):.2f} | {flags} |")
+        rows.append(
+            f"| {r['backbone']['name']} | {r['protocol']['name']} | "
+            + " | ".join(fmt(r["metrics"].get(m)) for m in METRICS)
+            + f" | {describe_selection(r)} | {r['timings'].get('fit_s', 0):.2f} | {flags} |"
+        )
     ref = "\n".join(f"| {p} | {res} | {acc} | {auc} |" for p, res, acc, auc in REFERENCE)
     md = f"""## BreastMNIST: every frozen-feature protocol, real weights (`breastmnist_protocols.py`)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import abc
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-import torch
-from torch import nn
-
+from .errors import UnsupportedFeatureKind
 from .preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: Feature kinds a backbone may offer (a plugin may add its own).
 FEATURE_KINDS: dict[str, str] = {
@@ -21,10 +23,6 @@ FEATURE_KINDS: dict[str, str] = {
     "spatial_map": "the last feature map (D, h, w) (CNNs)",
     "pooled": "the model's own pooled embedding (before any classifier)",
 }
-
-
-class UnsupportedFeatureKind(ValueError):
-    """A protocol asked for a feature kind the backbone does not offer (e.g. ``cls`` of a CNN)."""
 
 
 class Backbone(abc.ABC):
@@ -59,8 +57,9 @@ class Backbone(abc.ABC):
         """``"default"`` to this backbone's default kind; an unsupported kind raises."""
         kind = self.default_kind if kind == "default" else kind
         if kind not in self.feature_dims:
-            raise UnsupportedFeatureKind(f"feature kind {kind!r} is not offered by this backbone; "
-                                         f"it offers {sorted(self.feature_dims)}")
+            raise UnsupportedFeatureKind(
+                f"feature kind {kind!r} is not offered by this backbone; it offers {sorted(self.feature_dims)}"
+            )
         return kind
 
     @property

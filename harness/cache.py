@@ -15,13 +15,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .io import atomic_path, canonical_json, sha256_json
+
+if TYPE_CHECKING:
+    import torch
 
 FEATURE_FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path(os.environ.get("MEDFM_CACHE_DIR", Path.home() / ".cache" / "medfm"))
@@ -33,6 +32,8 @@ def feature_key(parts: Mapping[str, Any]) -> str:
 
 
 def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].contiguous()
@@ -68,6 +69,9 @@ class FeatureCache:
         if not path.exists():
             self.stats.misses += 1
             return None
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         try:
             tensors = load_file(str(path))
             with open(path, "rb") as f:
@@ -86,6 +90,8 @@ class FeatureCache:
 
     def put(self, key: str, tensors: Mapping[str, torch.Tensor], description: Mapping[str, Any]) -> Path:
         """Store tensors atomically, with their checksum and a description of the key."""
+        from safetensors.torch import save_file
+
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         meta = {"sha256": _tensor_digest(tensors), "key": key, "inputs": canonical_json(description)}
         path = self.path(key)

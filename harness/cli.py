@@ -5,25 +5,31 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import click
 import typer
 from rich.console import Console
 from rich.markup import escape as rich_escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text
 
-from . import leaderboard as lb
-from .cache import FeatureCache
 from .config import RunConfig, load_config, with_overrides
 from .errors import UserError
 from .registry import Registry, load_registry
-from .runner import Cell, CellOutcome, Hooks, Runner
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Benchmark natural-image foundation models on medical imaging.")
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from .runner import CellOutcome
+
+# Only what every command needs is imported above: the work's own imports (torch, scikit-learn,
+# scipy: seconds) are made inside the commands, so `--help`, `--version` and `list` answer at once.
+
+app = typer.Typer(
+    add_completion=True,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Benchmark natural-image foundation models on medical imaging.",
+)
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect or clear the feature cache.")
 app.add_typer(cache_app, name="cache")
 plot_app = typer.Typer(no_args_is_help=True, help="Figures from the result records.")
@@ -32,7 +38,8 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 KIND_OF = {"backbones": "backbone", "datasets": "dataset", "protocols": "protocol"}
 # Recent typer versions vendor their own copy of click, whose exceptions are distinct classes.
-USAGE_ERRORS: tuple[type[Exception], ...] = (click.exceptions.ClickException,)
+# (typed loosely: the two ClickException classes share no base class but Exception)
+USAGE_ERRORS: tuple[type[Any], ...] = (click.exceptions.ClickException,)
 ABORTS: tuple[type[BaseException], ...] = (click.exceptions.Abort,)
 try:
     from typer._click import exceptions as _typer_click
@@ -41,6 +48,23 @@ try:
     ABORTS += tuple(getattr(_typer_click, name) for name in ("Abort",) if hasattr(_typer_click, name))
 except ImportError:  # typer that uses the click package itself
     pass
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"medfm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print medfm's version and exit."
+    ),
+) -> None:
+    """Benchmark natural-image foundation models on medical imaging."""
 
 
 def _registry(warn: bool = True) -> Registry:
@@ -53,18 +77,34 @@ def _registry(warn: bool = True) -> Registry:
 
 @app.command()
 def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List installed plugins, what each registered, and any load errors."""
+    """List installed plugins, what each registered, and any load errors (exit 1 if one failed)."""
+    from rich.table import Table
+
     registry = _registry(warn=False)
+    failed = [p for p in registry.plugins if p.errors]
     if as_json:
         out.print_json(json.dumps([p.as_dict() for p in registry.plugins]))
+        if failed:
+            raise typer.Exit(1)
         return
     table = Table("plugin", "distribution", "version", "registers", "status")
     for p in registry.plugins:
         names = ", ".join(n for _, n in p.specs)
         status = "[red]" + rich_escape("; ".join(p.errors)) + "[/]" if p.errors else ("blocked" if p.blocked else "ok")
-        table.add_row(rich_escape(p.name), p.distribution or "", p.version or "",
-                      rich_escape(names if len(names) < 90 else names[:87] + "..."), status)
+        table.add_row(
+            rich_escape(p.name),
+            p.distribution or "",
+            p.version or "",
+            rich_escape(names if len(names) < 90 else names[:87] + "..."),
+            status,
+        )
     out.print(table)
+    if failed:
+        err.print(
+            f"[red]{len(failed)} plugin(s) failed to load[/]: {rich_escape(', '.join(p.name for p in failed))}; "
+            "fix or uninstall them (the rest of medfm works without them)"
+        )
+        raise typer.Exit(1)
 
 
 def _fmt_params(n: Any) -> str:
@@ -72,10 +112,14 @@ def _fmt_params(n: Any) -> str:
 
 
 @app.command("list")
-def list_specs(kind: str = typer.Argument(..., help="backbones, datasets or protocols"),
-               pattern: str = typer.Argument("*", help="glob pattern over names"),
-               as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def list_specs(
+    kind: str = typer.Argument(..., help="backbones, datasets or protocols"),
+    pattern: str = typer.Argument("*", help="glob pattern over names"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """List registered specs (never loads weights or data)."""
+    from rich.table import Table
+
     if kind not in KIND_OF:
         raise UserError(f"unknown kind {kind!r}; use backbones, datasets or protocols")
     registry = _registry()
@@ -90,20 +134,39 @@ def list_specs(kind: str = typer.Argument(..., help="backbones, datasets or prot
     if k == "backbone":
         table = Table("name", "params", "input", "pretraining", "objective", "license", "citation")
         for s in specs:
-            table.add_row(rich_escape(s.name), _fmt_params(s.params), str(s.input_size), rich_escape(s.pretraining),
-                          s.objective, rich_escape(s.license), rich_escape(s.citation[:60]))
+            table.add_row(
+                rich_escape(s.name),
+                _fmt_params(s.params),
+                str(s.input_size),
+                rich_escape(s.pretraining),
+                s.objective,
+                rich_escape(s.license),
+                rich_escape(s.citation[:60]),
+            )
     elif k == "dataset":
         table = Table("name", "task", "classes", "splits", "primary", "license", "citation")
         for s in specs:
             classes = ", ".join(s.classes)
             splits = " / ".join(f"{n}:{v if v is not None else '?'}" for n, v in s.splits.items())
-            table.add_row(rich_escape(s.name), s.task, rich_escape(classes[:50] + ("..." if len(classes) > 50 else "")),
-                          splits, s.primary_metric, rich_escape(s.license[:30]), rich_escape(s.citation[:50]))
+            table.add_row(
+                rich_escape(s.name),
+                s.task,
+                rich_escape(classes[:50] + ("..." if len(classes) > 50 else "")),
+                splits,
+                s.primary_metric,
+                rich_escape(s.license[:30]),
+                rich_escape(s.citation[:50]),
+            )
     else:
         table = Table("name", "needs", "version", "defaults", "description")
         for s in specs:
-            table.add_row(rich_escape(s.name), ", ".join(sorted(s.needs)), s.version,
-                          rich_escape(json.dumps(dict(s.defaults))[:70]), rich_escape(s.description))
+            table.add_row(
+                rich_escape(s.name),
+                ", ".join(sorted(s.needs)),
+                s.version,
+                rich_escape(json.dumps(dict(s.defaults))[:70]),
+                rich_escape(s.description),
+            )
     out.print(table)
     if families:
         out.print("families (any member can be named):")
@@ -111,59 +174,42 @@ def list_specs(kind: str = typer.Argument(..., help="backbones, datasets or prot
             out.print(f"  {rich_escape(f.name)}: {rich_escape(f.description)} e.g. {', '.join(f.examples)}")
 
 
-class _Rate(ProgressColumn):
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} img/s" if speed else "- img/s", style="cyan")
-
-
-class RichHooks(Hooks):
-    """Progress bars for extraction, one line per finished cell."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.progress: Progress | None = None
-
-    def log(self, message: str) -> None:
-        self.console.print(f"[dim]{rich_escape(message)}[/]")
-
-    def extraction(self, description: str, total: int) -> Callable[[int], None]:
-        self.progress = Progress(TextColumn("[bold]extract[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 _Rate(), TimeRemainingColumn(), console=self.console, transient=False)
-        self.progress.start()
-        task = self.progress.add_task(rich_escape(description), total=total)
-        return lambda n: self.progress.advance(task, n)
-
-    def extraction_done(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
-
-    def cell_start(self, cell: Cell) -> None:
-        self.console.print(f"[bold]▶[/] {rich_escape(cell.label)}")
-
-    def cell_end(self, o: CellOutcome) -> None:
-        if o.status == "error":
-            self.console.print(f"  [red]error[/] {rich_escape(o.cell.label)}: {rich_escape(o.message)}", soft_wrap=True)
-        elif o.status == "cached":
-            self.console.print(f"  [dim]up to date[/] {rich_escape(o.cell.label)}")
-        else:
-            self.console.print(f"  [green]done[/] {rich_escape(o.cell.label)}: {o.primary_metric} {_v(o.value)} "
-                               f"[{_v(o.ci[0])}, {_v(o.ci[1])}] in {o.seconds:.1f}s" + (f" flags={o.flags}" if o.flags else ""))
-
-
-def _v(x: Any) -> str:
-    return "—" if x is None else f"{x:.3f}"
+def _outcome_json(o: CellOutcome) -> dict[str, Any]:
+    return {
+        "backbone": o.cell.backbone.name,
+        "dataset": o.cell.dataset.name,
+        "protocol": o.cell.protocol.name,
+        "status": o.status,
+        "record": str(o.record_path) if o.record_path else None,
+        "metric": o.primary_metric,
+        "value": o.value,
+        "ci_low": o.ci[0],
+        "ci_high": o.ci[1],
+        "flags": list(o.flags),
+        "seconds": round(o.seconds, 3),
+        "message": o.message or None,
+    }
 
 
 def _summary(outcomes: list[CellOutcome]) -> Table:
+    from rich.table import Table
+
+    from .console_events import value_text as _v
+
     table = Table("backbone", "dataset", "protocol", "status", "primary metric [95% CI]", "flags", title="run summary")
     for o in outcomes:
-        status = {"ok": "[green]ok[/]", "cached": "[dim]up to date[/]", "error": "[red]error[/]"}.get(o.status, o.status)
+        status = {"ok": "[green]ok[/]", "cached": "[dim]up to date[/]", "error": "[red]error[/]"}.get(
+            o.status, o.status
+        )
         value = "" if o.status == "error" else f"{o.primary_metric} {_v(o.value)} [{_v(o.ci[0])}, {_v(o.ci[1])}]"
-        table.add_row(rich_escape(o.cell.backbone.name), rich_escape(o.cell.dataset.name),
-                      rich_escape(o.cell.protocol.name), status, rich_escape(value) if o.status != "error"
-                      else rich_escape(o.message[:80]), ", ".join(o.flags))
+        table.add_row(
+            rich_escape(o.cell.backbone.name),
+            rich_escape(o.cell.dataset.name),
+            rich_escape(o.cell.protocol.name),
+            status,
+            rich_escape(value) if o.status != "error" else rich_escape(o.message[:80]),
+            ", ".join(o.flags),
+        )
     return table
 
 
@@ -185,33 +231,66 @@ def run(
     rerun: bool = typer.Option(False, "--rerun", help="Recompute cells even if their records are current."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failing cell."),
     no_amp: bool = typer.Option(False, "--no-amp", help="Disable bf16 autocast on CUDA."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", "-o", help="Plugin option KIND.NAME.KEY=VALUE (repeatable)."),
-    submitter: Optional[str] = typer.Option(None, "--submitter",
-                                            help="Your submitter name (default: $MEDFM_SUBMITTER, git user.name, login)."),
-    source: Optional[List[str]] = typer.Option(None, "--source",
-                                               help="KIND:NAME=DISTRIBUTION: which plugin to use for a name two register."),
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", "-o", help="Plugin option KIND.NAME.KEY=VALUE (repeatable)."
+    ),
+    submitter: Optional[str] = typer.Option(
+        None, "--submitter", help="Your submitter name (default: $MEDFM_SUBMITTER, git user.name, login)."
+    ),
+    source: Optional[List[str]] = typer.Option(
+        None, "--source", help="KIND:NAME=DISTRIBUTION: which plugin to use for a name two register."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the outcome of every cell as JSON (stdout)."),
 ) -> None:
     """Run backbone x dataset x protocol. With no arguments: the offline default benchmark."""
     cfg = load_config(config) if config else RunConfig()
-    cfg = with_overrides(cfg, backbones=backbone, datasets=dataset, protocols=protocol, seed=seed, device=device,
-                         batch_size=batch_size, workers=workers, results_dir=results, cache_dir=cache_dir,
-                         leaderboard=leaderboard, resize=resize, bootstrap=bootstrap,
-                         rerun=rerun or None, fail_fast=fail_fast or None, amp=False if no_amp else None, set=set_,
-                         submitter=submitter, source=source)
+    cfg = with_overrides(
+        cfg,
+        backbones=backbone,
+        datasets=dataset,
+        protocols=protocol,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        results_dir=results,
+        cache_dir=cache_dir,
+        leaderboard=leaderboard,
+        resize=resize,
+        bootstrap=bootstrap,
+        rerun=rerun or None,
+        fail_fast=fail_fast or None,
+        amp=False if no_amp else None,
+        set=set_,
+        submitter=submitter,
+        source=source,
+    )
+    from .console_events import ConsoleEvents
+    from .runner import Runner
+
     registry = _registry()
-    runner = Runner(registry, cfg, RichHooks(err))
+    runner = Runner(registry, cfg, ConsoleEvents(err))
     cells = runner.plan()
     runner.check(cells)
-    err.print(f"[bold]{len(cells)} cells[/] on {runner.device}; results in {runner.results_dir} "
-              f"as submitter {rich_escape(runner.submitter)}, seed {cfg.seed}")
+    err.print(
+        f"[bold]{len(cells)} cells[/] on {runner.device}; results in {runner.results_dir} "
+        f"as submitter {rich_escape(runner.submitter)}, seed {cfg.seed}"
+    )
     outcomes = runner.run(cells)
-    out.print(_summary(outcomes))
+    if as_json:
+        out.print_json(json.dumps([_outcome_json(o) for o in outcomes]))
+    else:
+        out.print(_summary(outcomes))
     failed = [o for o in outcomes if o.status == "error"]
-    err.print(f"leaderboard: {cfg.path(cfg.leaderboard)}; feature cache: {runner.cache.stats.hits} hits, "
-              f"{runner.cache.stats.misses} misses")
+    err.print(
+        f"leaderboard: {cfg.path(cfg.leaderboard)}; feature cache: {runner.cache.stats.hits} hits, "
+        f"{runner.cache.stats.misses} misses"
+    )
     if failed:
-        err.print(f"[red]{len(failed)} of {len(cells)} cells failed[/]; the tracebacks are in their records "
-                  "(or in <protocol>.failed.json beside an earlier result that was kept)")
+        err.print(
+            f"[red]{len(failed)} of {len(cells)} cells failed[/]; the tracebacks are in their records "
+            "(or in <protocol>.failed.json beside an earlier result that was kept)"
+        )
         raise typer.Exit(1)
 
 
@@ -251,20 +330,27 @@ def _standings(results: str, policy_file: Optional[Path], leaderboard_file: str,
 
 
 @app.command("leaderboard")
-def leaderboard_cmd(check: bool = typer.Option(False, "--check", help="Exit 1 if the file is stale or a record is invalid."),
-                    results: str = typer.Option("results", "--results", help="Results folder."),
-                    file: str = typer.Option("leaderboard.md", "--file", "--leaderboard", help="Leaderboard file."),
-                    html: Optional[Path] = typer.Option(None, "--html", help="Also write the web leaderboard to this folder."),
-                    policy: Optional[Path] = typer.Option(None, "--policy",
-                                                          help="Trust policy (default: leaderboard.toml beside the file)."),
-                    as_json: bool = typer.Option(False, "--json", help="Print the standings as JSON.")) -> None:
+def leaderboard_cmd(
+    check: bool = typer.Option(False, "--check", help="Exit 1 if the file is stale or a record is invalid."),
+    results: str = typer.Option("results", "--results", help="Results folder."),
+    file: str = typer.Option("leaderboard.md", "--file", "--leaderboard", help="Leaderboard file."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write the web leaderboard to this folder."),
+    policy: Optional[Path] = typer.Option(
+        None, "--policy", help="Trust policy (default: leaderboard.toml beside the file)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the standings as JSON."),
+) -> None:
     """Regenerate leaderboard.md (and the web page) from the verified records under results/."""
+    from . import leaderboard as lb
+
     scan, standings = _standings(results, policy, file, quiet=as_json)
     if as_json:
         out.print_json(json.dumps(standings.as_dict()))
     if check:
         if scan.rejected:
-            err.print(f"[red]{len(scan.rejected)} invalid record(s)[/] under {rich_escape(results)}: fix or remove them")
+            err.print(
+                f"[red]{len(scan.rejected)} invalid record(s)[/] under {rich_escape(results)}: fix or remove them"
+            )
             raise typer.Exit(1)
         if lb.is_stale(file, standings):
             err.print(f"[red]{file} is stale[/]: run `medfm leaderboard` and commit the result")
@@ -272,8 +358,10 @@ def leaderboard_cmd(check: bool = typer.Option(False, "--check", help="Exit 1 if
         err.print(f"{file} is up to date ({len(scan.valid)} verified records)")
         return
     changed = lb.update_file(file, standings)
-    err.print(f"{file} {'updated' if changed else 'unchanged'} ({len(scan.valid)} verified records, "
-              f"{len(scan.rejected)} rejected)")
+    err.print(
+        f"{file} {'updated' if changed else 'unchanged'} ({len(scan.valid)} verified records, "
+        f"{len(scan.rejected)} rejected)"
+    )
     if html is not None:
         from .site import build_site
 
@@ -282,8 +370,10 @@ def leaderboard_cmd(check: bool = typer.Option(False, "--check", help="Exit 1 if
 
 
 @app.command()
-def validate(paths: List[Path] = typer.Argument(..., help="Record files or results folders to check."),
-             as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def validate(
+    paths: List[Path] = typer.Argument(..., help="Record files or results folders to check."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Verify submitted records: every number recomputed from the predictions, nothing taken on trust."""
     from .verification import KnownSpecs, scan_results, verify_file
 
@@ -301,12 +391,24 @@ def validate(paths: List[Path] = typer.Argument(..., help="Record files or resul
         raise UserError(f"no records under {', '.join(map(str, paths))}: nothing to validate")
     failures = [c for c in checked if not c.valid]
     if as_json:
-        out.print_json(json.dumps([{"path": str(c.path), "valid": c.valid, "problem": c.problem,
-                                    "status": c.record["status"] if c.valid else None, "unranked": c.unranked,
-                                    "warnings": c.warnings} for c in checked]))
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "path": str(c.path),
+                        "valid": c.valid,
+                        "problem": c.problem,
+                        "status": c.record["status"] if c.valid and c.record is not None else None,
+                        "unranked": c.unranked,
+                        "warnings": c.warnings,
+                    }
+                    for c in checked
+                ]
+            )
+        )
     else:
         for c in checked:
-            if not c.valid:
+            if not c.valid or c.record is None:
                 out.print(f"[red]invalid[/] {rich_escape(str(c.problem))}", soft_wrap=True)
                 continue
             notes = ([f"not ranked: {'; '.join(c.unranked)}"] if c.unranked else []) + c.warnings
@@ -319,55 +421,102 @@ def validate(paths: List[Path] = typer.Argument(..., help="Record files or resul
 
 
 @app.command()
-def compare(a: str = typer.Argument(..., help="First backbone name."),
-            b: str = typer.Argument(..., help="Second backbone name."),
-            results: str = typer.Option("results", "--results", help="Results folder."),
-            protocol: str = typer.Option("*", "--protocol", "-p", help="Protocol name pattern."),
-            policy: Optional[Path] = typer.Option(None, "--policy", help="Trust policy file."),
-            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def compare(
+    a: str = typer.Argument(..., help="First backbone name."),
+    b: str = typer.Argument(..., help="Second backbone name."),
+    results: str = typer.Option("results", "--results", help="Results folder."),
+    protocol: str = typer.Option("*", "--protocol", "-p", help="Protocol name pattern."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Trust policy file."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Paired bootstrap of A − B on every cell both backbones have (same test set), Holm-corrected."""
     import fnmatch
 
+    from rich.table import Table
+
+    from . import leaderboard as lb
+    from .console_events import value_text as _v
     from .standings import compare_cells, comparisons_between, uncompared_cells
 
     _, standings = _standings(results, policy, "leaderboard.md", quiet=as_json)
     items = [it for it in comparisons_between(standings, a, b) if fnmatch.fnmatchcase(it["table"].protocol, protocol)]
     if not items:
         names = sorted({r.backbone for t in standings.tables for bl in t.blocks for r in bl.rows})
-        raise UserError(f"{a!r} and {b!r} share no ranked cell under {results}; backbones with results: "
-                        f"{', '.join(names[:20]) or 'none'}")
+        raise UserError(
+            f"{a!r} and {b!r} share no ranked cell under {results}; backbones with results: "
+            f"{', '.join(names[:20]) or 'none'}"
+        )
     compared = compare_cells(items, standings.policy)
-    skipped = [(t, c, why) for t, c, why in uncompared_cells(standings, a, b) if fnmatch.fnmatchcase(t.protocol, protocol)]
+    skipped = [
+        (t, c, why) for t, c, why in uncompared_cells(standings, a, b) if fnmatch.fnmatchcase(t.protocol, protocol)
+    ]
     if as_json:
-        out.print_json(json.dumps([{"section": c["table"].section, "protocol": c["table"].protocol,
-                                    "dataset": c["column"].label, "metric": c["column"].metric,
-                                    "n_cases": c["column"].n_cases, "a": c["a"].label, "b": c["b"].label,
-                                    "value_a": c["value_a"], "value_b": c["value_b"], **c["result"].as_dict()}
-                                   for c in compared]))
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "section": c["table"].section,
+                        "protocol": c["table"].protocol,
+                        "dataset": c["column"].label,
+                        "metric": c["column"].metric,
+                        "n_cases": c["column"].n_cases,
+                        "a": c["a"].label,
+                        "b": c["b"].label,
+                        "value_a": c["value_a"],
+                        "value_b": c["value_b"],
+                        **c["result"].as_dict(),
+                    }
+                    for c in compared
+                ]
+            )
+        )
         return
-    table = Table("section", "protocol", "data set", "metric", "A", "B", "A − B [95% CI]", "p", "p (Holm)",
-                  title=f"A = {rich_escape(a)}, B = {rich_escape(b)}: paired bootstrap "
-                        f"({standings.policy.comparison_resamples} resamples)")
+    table = Table(
+        "section",
+        "protocol",
+        "data set",
+        "metric",
+        "A",
+        "B",
+        "A − B [95% CI]",
+        "p",
+        "p (Holm)",
+        title=f"A = {rich_escape(a)}, B = {rich_escape(b)}: paired bootstrap "
+        f"({standings.policy.comparison_resamples} resamples)",
+    )
     for c in compared:
         r = c["result"]
-        table.add_row(c["table"].section, rich_escape(c["table"].protocol), rich_escape(c["column"].label),
-                      c["column"].metric, _v(c["value_a"]), _v(c["value_b"]),
-                      f"{r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]", lb._p(r.p), lb._p(r.p_holm))
+        table.add_row(
+            c["table"].section,
+            rich_escape(c["table"].protocol),
+            rich_escape(c["column"].label),
+            c["column"].metric,
+            _v(c["value_a"]),
+            _v(c["value_b"]),
+            f"{r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]",
+            lb._p(r.p),
+            lb._p(r.p_holm),
+        )
     out.print(table)
     for t, col, why in skipped:
-        out.print(f"not compared: {rich_escape(t.protocol)} on {rich_escape(col.label)}: {rich_escape(why)}", soft_wrap=True)
+        out.print(
+            f"not compared: {rich_escape(t.protocol)} on {rich_escape(col.label)}: {rich_escape(why)}", soft_wrap=True
+        )
 
 
 @app.command("verify")
-def verify_cmd(sample: int = typer.Option(..., "--sample", "-n", help="How many submitted cells to re-run."),
-               results: str = typer.Option("results", "--results", help="Results folder."),
-               config: Optional[Path] = typer.Option(None, "--config", "-c",
-                                                     help="Run file with this machine's data roots and weights."),
-               set_: Optional[List[str]] = typer.Option(None, "--set", "-o", help="Plugin option KIND.NAME.KEY=VALUE."),
-               seed: int = typer.Option(0, "--seed", help="Seed of the random choice of cells."),
-               tolerance: float = typer.Option(0.01, "--tolerance", help="Largest accepted |claimed − reproduced|."),
-               device: Optional[str] = typer.Option(None, help="Device for the re-runs (default auto)."),
-               as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def verify_cmd(
+    sample: int = typer.Option(..., "--sample", "-n", help="How many submitted cells to re-run."),
+    results: str = typer.Option("results", "--results", help="Results folder."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="Run file with this machine's data roots and weights."
+    ),
+    set_: Optional[List[str]] = typer.Option(None, "--set", "-o", help="Plugin option KIND.NAME.KEY=VALUE."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random choice of cells."),
+    tolerance: float = typer.Option(0.01, "--tolerance", help="Largest accepted |claimed − reproduced|."),
+    device: Optional[str] = typer.Option(None, help="Device for the re-runs (default auto)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Re-run N randomly chosen submitted cells whose data and weights are here; check each metric reproduces."""
     from .reproduce import max_difference, reproduce_sample
 
@@ -384,16 +533,21 @@ def verify_cmd(sample: int = typer.Option(..., "--sample", "-n", help="How many 
             return
         colour = {"reproduced": "green", "differs": "red", "failed": "red"}.get(r.status, "yellow")
         detail = f"max |Δ| {max_difference(r):.4f}" if r.metrics else rich_escape(r.reason)
-        err.print(f"[{colour}]{r.status}[/] {rich_escape(r.relpath)}: {detail}"
-                  + (f" ({rich_escape(r.reason)})" if r.metrics and r.reason else ""), soft_wrap=True)
+        err.print(
+            f"[{colour}]{r.status}[/] {rich_escape(r.relpath)}: {detail}"
+            + (f" ({rich_escape(r.reason)})" if r.metrics and r.reason else ""),
+            soft_wrap=True,
+        )
 
     outcomes = reproduce_sample(scan, registry, base, sample, seed, tolerance, progress=show)
     if as_json:
         out.print_json(json.dumps([r.as_dict() for r in outcomes]))
     tried = [r for r in outcomes if r.status != "unavailable"]
     bad = [r for r in tried if r.status != "reproduced"]
-    err.print(f"{len(tried) - len(bad)} of {len(tried)} re-run cells reproduced within {tolerance}; "
-              f"{len(outcomes) - len(tried)} unavailable here")
+    err.print(
+        f"{len(tried) - len(bad)} of {len(tried)} re-run cells reproduced within {tolerance}; "
+        f"{len(outcomes) - len(tried)} unavailable here"
+    )
     if len(tried) < sample:
         err.print(f"[yellow]only {len(tried)} of the {sample} requested cells could be re-run here[/]")
     if bad:
@@ -419,20 +573,31 @@ def plot_few_shot_cmd(
         if known and metric not in known:
             raise UserError(f"the few-shot records have no metric {metric!r}; they have {', '.join(known)}")
     written = plot_few_shot(series, out_file, title)
-    out.print(f"wrote {rich_escape(str(written))}: {len(series)} curves, "
-              f"{len({s.dataset for s in series})} data set(s)")
+    out.print(
+        f"wrote {rich_escape(str(written))}: {len(series)} curves, {len({s.dataset for s in series})} data set(s)"
+    )
 
 
 @cache_app.command("info")
-def cache_info(cache_dir: Optional[str] = typer.Option(None, help="Feature cache folder.")) -> None:
+def cache_info(
+    cache_dir: Optional[str] = typer.Option(None, help="Feature cache folder."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Where the cache is and how big."""
+    from .cache import FeatureCache
+
     info = FeatureCache(cache_dir).info()
+    if as_json:
+        out.print_json(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in info.items()}))
+        return
     out.print(f"{info['root']}: {info['entries']} feature files, {info['bytes'] / 1e6:.1f} MB")
 
 
 @cache_app.command("clear")
 def cache_clear(cache_dir: Optional[str] = typer.Option(None, help="Feature cache folder.")) -> None:
     """Delete every cached feature file."""
+    from .cache import FeatureCache
+
     n = FeatureCache(cache_dir).clear()
     out.print(f"removed {n} feature files")
 

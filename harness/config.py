@@ -54,6 +54,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     batch_size: int = 64
+    extraction_chunk: int = 4096  # images per cached chunk of a long extraction (a kill loses one)
     workers: int = 0
     amp: bool = True
     resize: str | None = None
@@ -79,8 +80,9 @@ class RunConfig:
         names = [name.split("@", 1)[0], name] if "@" in name else [name]
         hits = []
         for rank, candidate in enumerate(names):
-            hits += [(rank, k == candidate, len(k), k) for k in tables
-                     if k == candidate or fnmatch.fnmatchcase(candidate, k)]
+            hits += [
+                (rank, k == candidate, len(k), k) for k in tables if k == candidate or fnmatch.fnmatchcase(candidate, k)
+            ]
         merged: dict[str, Any] = {}
         for *_, key in sorted(hits):
             merged.update(tables[key])
@@ -113,14 +115,16 @@ def load_config(path: str | Path) -> RunConfig:
     for key, value in data.items():
         if key == "sources":
             if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-                raise UserError(f'{path}: [sources] must map "KIND:NAME" to a distribution name, '
-                                'e.g. "protocol:knn" = "medfm"')
+                raise UserError(
+                    f'{path}: [sources] must map "KIND:NAME" to a distribution name, e.g. "protocol:knn" = "medfm"'
+                )
             config.sources = dict(value)
         elif key in OPTION_KINDS:
             if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-                raise UserError(f"{path}: [{key}] must hold tables such as [{key}.\"NAME\"]")
-            config.options[key] = {name: {k: _resolve_path_option(k, v, base) for k, v in opts.items()}
-                                   for name, opts in value.items()}
+                raise UserError(f'{path}: [{key}] must hold tables such as [{key}."NAME"]')
+            config.options[key] = {
+                name: {k: _resolve_path_option(k, v, base) for k, v in opts.items()} for name, opts in value.items()
+            }
         elif key in _SCALARS:
             expected = type(getattr(RunConfig(), key))
             if key in ("backbones", "datasets", "protocols"):

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-
 if TYPE_CHECKING:
     from .backbone import Backbone
     from .dataset import Dataset, Split
@@ -60,13 +59,22 @@ class Context:
     names files beside the cell's record (e.g. a training-curve PNG).
     """
 
-    def __init__(self, *, backbone_spec: "BackboneSpec", dataset_spec: "DatasetSpec",
-                 protocol_spec: "ProtocolSpec", options: Mapping[str, Any], seed: int,
-                 device: torch.device, dataset_loader: Callable[[], "Dataset"],
-                 backbone_loader: Callable[[], "Backbone"],
-                 feature_loader: Callable[[str, str], FeatureSet],
-                 log: Callable[[str], None] = lambda message: None,
-                 work_dir: Path | None = None, record_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        backbone_spec: "BackboneSpec",
+        dataset_spec: "DatasetSpec",
+        protocol_spec: "ProtocolSpec",
+        options: Mapping[str, Any],
+        seed: int,
+        device: torch.device,
+        dataset_loader: Callable[[], "Dataset"],
+        backbone_loader: Callable[[], "Backbone"],
+        feature_loader: Callable[[str, str], FeatureSet],
+        log: Callable[[str], None] = lambda message: None,
+        work_dir: Path | None = None,
+        record_path: Path | None = None,
+    ) -> None:
         self.backbone_spec = backbone_spec
         self.dataset_spec = dataset_spec
         self.protocol_spec = protocol_spec
@@ -81,6 +89,12 @@ class Context:
         self.timings: dict[str, float] = {}
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.record_path = Path(record_path) if record_path is not None else None
+        self.after_record: list[Callable[[], None]] = []
+
+    def when_recorded(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the cell's record is written, e.g. deleting training checkpoints:
+        a run killed before then keeps them, and resumes instead of training again."""
+        self.after_record.append(action)
 
     @property
     def dataset(self) -> "Dataset":

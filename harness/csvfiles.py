@@ -55,8 +55,9 @@ class CsvRow:
             number = math.nan
         if number.is_integer() and 0 <= int(number) < len(classes):
             return int(number)
-        raise self.error(column, f"unknown label {value!r}; expected one of {list(classes)} "
-                                 f"(or an index 0..{len(classes) - 1})")
+        raise self.error(
+            column, f"unknown label {value!r}; expected one of {list(classes)} (or an index 0..{len(classes) - 1})"
+        )
 
     def number(self, column: str, required: bool = True) -> float:
         """A numeric cell; text or NaN is an error naming the cell."""
@@ -82,8 +83,10 @@ def read_table(path: str | Path, required: Sequence[str] = (), what: str = "CSV 
             reader.fieldnames = header
             missing = [c for c in required if c not in header]
             if missing:
-                raise UserError(f"{path}, line 1: missing column {missing[0]!r} (the {what} needs columns "
-                                f"{list(required)}; it has {[h for h in header if h]})")
+                raise UserError(
+                    f"{path}, line 1: missing column {missing[0]!r} (the {what} needs columns "
+                    f"{list(required)}; it has {[h for h in header if h]})"
+                )
             return list(_rows(path, reader))
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist") from None

@@ -58,8 +58,14 @@ class Dataset:
     files (relative path, size, label) or, for generated data, from the generator's inputs.
     """
 
-    def __init__(self, task: str, classes: Sequence[str], splits: Mapping[str, Split],
-                 fingerprint: str | None = None, info: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        task: str,
+        classes: Sequence[str],
+        splits: Mapping[str, Split],
+        fingerprint: str | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
         self.task = task
         self.classes = tuple(classes)
         self._splits = dict(splits)
@@ -80,8 +86,11 @@ class Dataset:
     def _content_fingerprint(self) -> str:
         summary = {}
         for name, split in self._splits.items():
-            summary[name] = {"n": len(split), "labels": sha256_json(np.asarray(split.labels).tolist()),
-                             "ids": sha256_json(list(split.ids or []))}
+            summary[name] = {
+                "n": len(split),
+                "labels": sha256_json(np.asarray(split.labels).tolist()),
+                "ids": sha256_json(list(split.ids or [])),
+            }
         return sha256_json(summary)
 
     def check_group_leaks(self) -> None:
@@ -92,8 +101,10 @@ class Dataset:
                 continue
             for g in np.unique(split.groups):
                 if g in seen and seen[g] != name:
-                    raise UserError(f"patient/group {g!r} appears in both split {seen[g]!r} and {name!r}; "
-                                    "splits must be grouped by patient")
+                    raise UserError(
+                        f"patient/group {g!r} appears in both split {seen[g]!r} and {name!r}; "
+                        "splits must be grouped by patient"
+                    )
                 seen[g] = name
 
 

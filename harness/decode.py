@@ -156,9 +156,14 @@ def read_dicom(path: Path, options: DecodeOptions) -> np.ndarray:
     except Exception as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax) or "unknown"
-        raise DecodeError(f"cannot decode the pixels of DICOM file {path} (transfer syntax {name}): "
-                          f"{_first_line(exc)}; install pylibjpeg, pylibjpeg-libjpeg and pylibjpeg-openjpeg "
-                          "(or python-gdcm) for compressed files") from None
+        # codecs only help a compressed file; an uncompressed one that fails is damaged or cut short
+        if syntax is not None and getattr(syntax, "is_compressed", False):
+            advice = "install pylibjpeg, pylibjpeg-libjpeg and pylibjpeg-openjpeg (or python-gdcm) for compressed files"
+        else:
+            advice = "the file is damaged or incomplete (its pixel data is shorter than its header says): copy it again"
+        raise DecodeError(
+            f"cannot decode the pixels of DICOM file {path} (transfer syntax {name}): {_first_line(exc)}; {advice}"
+        ) from None
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
     if frames > 1:
@@ -237,6 +242,9 @@ def decode_options_from(options: Mapping[str, Any]) -> DecodeOptions:
     kw: dict[str, Any] = {}
     for key in ("window", "frame", "slice_axis"):
         if key in options and options[key] is not None:
-            kw[key] = tuple(options[key]) if key == "window" and isinstance(options[key], Sequence) \
-                and not isinstance(options[key], str) else options[key]
+            kw[key] = (
+                tuple(options[key])
+                if key == "window" and isinstance(options[key], Sequence) and not isinstance(options[key], str)
+                else options[key]
+            )
     return DecodeOptions(**kw)

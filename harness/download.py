@@ -27,8 +27,9 @@ def md5_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: str | Path, md5: str, timeout: float = 60.0,
-             progress: Callable[[int], None] | None = None) -> Path:
+def download(
+    url: str, dest: str | Path, md5: str, timeout: float = 60.0, progress: Callable[[int], None] | None = None
+) -> Path:
     """Fetch ``url`` to ``dest`` if its MD5 is ``md5``; otherwise raise and keep nothing."""
     dest = Path(dest)
     h = hashlib.md5()
@@ -44,10 +45,13 @@ def download(url: str, dest: str | Path, md5: str, timeout: float = 60.0,
                     if progress is not None:
                         progress(len(block))
             if h.hexdigest() != md5:
-                raise UserError(f"download of {url} has MD5 {h.hexdigest()}, not the published {md5}: "
-                                f"the file is corrupt or incomplete and was not kept; try again")
+                raise UserError(
+                    f"download of {url} has MD5 {h.hexdigest()}, not the published {md5}: "
+                    f"the file is corrupt or incomplete and was not kept; try again"
+                )
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise UserError(f"cannot download {url} to {dest}: {reason}; without internet, download it elsewhere "
-                        f"and put it at {dest}") from None
+        raise UserError(
+            f"cannot download {url} to {dest}: {reason}; without internet, download it elsewhere and put it at {dest}"
+        ) from None
     return dest

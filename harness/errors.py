@@ -20,3 +20,7 @@ class UnknownNameError(UserError, KeyError):
 
 class DuplicateSpecError(UserError):
     """Two plugins registered a spec under the same name."""
+
+
+class UnsupportedFeatureKind(ValueError):
+    """A protocol asked for a feature kind the backbone does not offer (e.g. ``cls`` of a CNN)."""

@@ -48,9 +48,16 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def extract_features(backbone: Backbone, images: ImageSource, kinds: Sequence[str], device: torch.device,
-                     batch_size: int = 64, num_workers: int = 0, amp: bool = True,
-                     progress: ProgressCallback | None = None) -> ExtractionResult:
+def extract_features(
+    backbone: Backbone,
+    images: ImageSource,
+    kinds: Sequence[str],
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    amp: bool = True,
+    progress: ProgressCallback | None = None,
+) -> ExtractionResult:
     """Encode every image once and return all requested feature kinds.
 
     On a CUDA out-of-memory error the batch size is halved and extraction restarts, so a
@@ -74,12 +81,25 @@ def extract_features(backbone: Backbone, images: ImageSource, kinds: Sequence[st
     return ExtractionResult(feats, time.perf_counter() - start, len(images), batch_size, retries)
 
 
-def _extract_once(backbone: Backbone, module: torch.nn.Module, images: ImageSource, kinds: list[str],
-                  device: torch.device, batch_size: int, num_workers: int, amp: bool,
-                  progress: ProgressCallback | None) -> dict[str, torch.Tensor]:
-    loader = DataLoader(PreprocessedImages(images, backbone.preprocessing), batch_size=batch_size,
-                        shuffle=False, num_workers=num_workers, pin_memory=pin_memory(device),
-                        persistent_workers=False)
+def _extract_once(
+    backbone: Backbone,
+    module: torch.nn.Module,
+    images: ImageSource,
+    kinds: list[str],
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+    amp: bool,
+    progress: ProgressCallback | None,
+) -> dict[str, torch.Tensor]:
+    loader = DataLoader(
+        PreprocessedImages(images, backbone.preprocessing),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory(device),
+        persistent_workers=False,
+    )
     chunks: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
     with torch.inference_mode(), autocast(device, amp):
         for batch in loader:

@@ -35,10 +35,53 @@ from .image_cache import DEFAULT_MAX_SIDE, FileImages, default_cache_root
 from .io import sha256_json
 from .splits import SPLIT_NAMES, assign_splits
 
-COMMON_OPTIONS = ("root", "on_error", "split_seed", "split_file", "split_dir", "val_fraction", "test_fraction",
-                  "image_cache", "max_side", "window", "frame", "slice_axis")
+COMMON_OPTIONS = (
+    "root",
+    "on_error",
+    "split_seed",
+    "split_file",
+    "split_dir",
+    "val_fraction",
+    "test_fraction",
+    "image_cache",
+    "max_side",
+    "window",
+    "frame",
+    "slice_axis",
+)
 ON_ERROR = ("fail", "skip")
 MAX_LISTED = 20
+
+
+def file_dataset_options(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The options of a file-based data set, each with its default, for ``DatasetSpec.options``:
+    the common ones (``COMMON_OPTIONS``) plus the plugin's own ``extra`` (the mapping it passes to
+    :func:`parse_options`). Declared, they are checked by name and type before any cell runs.
+    ``None`` marks an option whose type varies (a path, or ``false`` for none)."""
+    common = {
+        "root": None,
+        "on_error": "fail",
+        "split_seed": 0,
+        "split_file": None,
+        "split_dir": None,
+        "val_fraction": 0.1,
+        "test_fraction": 0.2,
+        "image_cache": None,
+        "max_side": DEFAULT_MAX_SIDE,
+        "window": None,
+        "frame": None,
+        "slice_axis": None,
+    }
+    assert set(common) == set(COMMON_OPTIONS)
+    return {**common, **dict(extra or {})}
+
+
+def file_dataset_limits() -> dict[str, Any]:
+    """Value limits of the common file-based options, for ``DatasetSpec.limits``."""
+    from .option_checks import at_least, fraction, one_of
+
+    return {"on_error": one_of(*ON_ERROR), "val_fraction": fraction(), "test_fraction": fraction(),
+            "max_side": at_least(0)}  # fmt: skip
 
 
 def default_data_root(folder: str) -> Path:
@@ -76,8 +119,9 @@ class LoadOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_options(name: str, options: Mapping[str, Any], default_root: Path | None,
-                  extra: Mapping[str, Any] | None = None) -> LoadOptions:
+def parse_options(
+    name: str, options: Mapping[str, Any], default_root: Path | None, extra: Mapping[str, Any] | None = None
+) -> LoadOptions:
     """Validate options: unknown keys and bad values are user errors naming the data set."""
     extra = dict(extra or {})
     allowed = set(COMMON_OPTIONS) | set(extra)
@@ -109,12 +153,18 @@ def parse_options(name: str, options: Mapping[str, Any], default_root: Path | No
             extra[k] = v
     split_file = options.get("split_file")
     return LoadOptions(
-        root=Path(root).expanduser(), on_error=on_error, split_seed=seed,
+        root=Path(root).expanduser(),
+        on_error=on_error,
+        split_seed=seed,
         split_file=Path(split_file).expanduser() if split_file else None,
         split_dir=Path(options.get("split_dir") or cache_root / "splits").expanduser(),
-        val_fraction=float(fractions["val_fraction"]), test_fraction=float(fractions["test_fraction"]),
-        image_cache=Path(image_cache).expanduser() if image_cache else None, max_side=max_side or None,
-        decode=decode_options_from(options), extra=extra)
+        val_fraction=float(fractions["val_fraction"]),
+        test_fraction=float(fractions["test_fraction"]),
+        image_cache=Path(image_cache).expanduser() if image_cache else None,
+        max_side=max_side or None,
+        decode=decode_options_from(options),
+        extra=extra,
+    )
 
 
 def require_root(name: str, root: Path, layout: str) -> Path:
@@ -122,8 +172,7 @@ def require_root(name: str, root: Path, layout: str) -> Path:
     if root.is_file():
         raise UserError(f"{name}: `root` must be the data folder, not the file {root}; expected layout: {layout}")
     if not root.is_dir():
-        raise UserError(f"{name}: data folder {root} does not exist; expected layout: {layout} "
-                        "(set the `root` option)")
+        raise UserError(f"{name}: data folder {root} does not exist; expected layout: {layout} (set the `root` option)")
     return root
 
 
@@ -134,60 +183,105 @@ def require_file(name: str, path: Path, layout: str) -> Path:
     return path
 
 
-def build_dataset(name: str, task: str, classes: Sequence[str], samples: Sequence[Sample], opts: LoadOptions,
-                  info: Mapping[str, Any] | None = None,
-                  masks: Callable[[list[Sample]], ImageSource] | None = None) -> Dataset:
+def build_dataset(
+    name: str,
+    task: str,
+    classes: Sequence[str],
+    samples: Sequence[Sample],
+    opts: LoadOptions,
+    info: Mapping[str, Any] | None = None,
+    masks: Callable[[list[Sample]], ImageSource] | None = None,
+) -> Dataset:
     """Check files, apply ``on_error``, assign splits, fingerprint, and build the ``Dataset``."""
     if not samples:
         raise UserError(f"{name}: no images found under {opts.root}; check the `root` option and the layout")
     sizes: list[int] = []
+    mtimes: list[int] = []
     kept: list[Sample] = []
     missing: list[Sample] = []
     for s in samples:
         try:
-            sizes.append(s.path.stat().st_size)
-            kept.append(s)
+            stat = s.path.stat()
         except OSError:
             missing.append(s)
+            continue
+        sizes.append(stat.st_size)
+        mtimes.append(stat.st_mtime_ns)
+        kept.append(s)
     if missing and opts.on_error == "fail":
         first = missing[0]
         where = f" (listed in {first.source})" if first.source else ""
-        raise UserError(f"{name}: {len(missing)} of {len(samples)} image file(s) are missing, e.g. "
-                        f"{first.path}{where}; restore them or set on_error = \"skip\" to leave them out")
+        raise UserError(
+            f"{name}: {len(missing)} of {len(samples)} image file(s) are missing, e.g. "
+            f'{first.path}{where}; restore them or set on_error = "skip" to leave them out'
+        )
     skipped = [{"id": s.id, "file": str(s.path), "reason": "missing"} for s in missing]
     images = FileImages([s.path for s in kept], opts.decode, opts.image_cache, opts.max_side)
     if opts.on_error == "skip":
         bad = images.find_unreadable()
         if bad:
-            skipped += [{"id": kept[i].id, "file": str(kept[i].path), "reason": reason}
-                        for i, reason in sorted(bad.items())]
+            skipped += [
+                {"id": kept[i].id, "file": str(kept[i].path), "reason": reason} for i, reason in sorted(bad.items())
+            ]
             keep = [i for i in range(len(kept)) if i not in bad]
             kept, sizes, images = [kept[i] for i in keep], [sizes[i] for i in keep], images.subset(keep)
+            mtimes = [mtimes[i] for i in keep]
     if not kept:
         raise UserError(f"{name}: every image was skipped ({len(skipped)}), e.g. {skipped[0]['file']}")
     labels = np.asarray([s.label for s in kept], dtype=np.int64)
     has_groups = any(s.group is not None for s in kept)
     groups = np.asarray([s.group if s.group is not None else s.id for s in kept], dtype=object)
     ids = [s.id for s in kept]
-    result = assign_splits(name, ids, labels, groups if has_groups else None, [s.split for s in kept],
-                           seed=opts.split_seed, val_fraction=opts.val_fraction, test_fraction=opts.test_fraction,
-                           split_dir=opts.split_dir, split_file=opts.split_file,
-                           tolerate_unknown=[s["id"] for s in skipped])
+    result = assign_splits(
+        name,
+        ids,
+        labels,
+        groups if has_groups else None,
+        [s.split for s in kept],
+        seed=opts.split_seed,
+        val_fraction=opts.val_fraction,
+        test_fraction=opts.test_fraction,
+        split_dir=opts.split_dir,
+        split_file=opts.split_file,
+        tolerate_unknown=[s["id"] for s in skipped],
+    )
     rows = sorted(zip(result.names.tolist(), ids, sizes, [np.atleast_1d(y).tolist() for y in labels]))
-    fingerprint = sha256_json({"files": rows, "decode": opts.decode.as_dict(), "max_side": opts.max_side,
-                               "task": task, "classes": list(classes)})
+    fingerprint = sha256_json(
+        {
+            "files": rows,
+            "decode": opts.decode.as_dict(),
+            "max_side": opts.max_side,
+            "task": task,
+            "classes": list(classes),
+        }
+    )
     splits: dict[str, Split] = {}
     for split in SPLIT_NAMES:
         idx = np.flatnonzero(result.names == split)
         members = [kept[i] for i in idx]
-        splits[split] = Split(split, images.subset(idx.tolist()), labels[idx],
-                              groups=groups[idx].astype(str) if has_groups else None,
-                              ids=[ids[i] for i in idx], masks=masks(members) if masks else None)
+        splits[split] = Split(
+            split,
+            images.subset(idx.tolist()),
+            labels[idx],
+            groups=groups[idx].astype(str) if has_groups else None,
+            ids=[ids[i] for i in idx],
+            masks=masks(members) if masks else None,
+        )
     record: dict[str, Any] = {
-        "root": str(opts.root), **result.info, "on_error": opts.on_error, "skipped": len(skipped),
-        "skipped_files": skipped[:MAX_LISTED], "grouped_by": info.get("grouped_by") if info else None,
-        "image_cache": str(opts.image_cache) if opts.image_cache else None, "max_side": opts.max_side,
-        "decode": opts.decode.as_dict(), "classes": list(classes), "files": len(kept),
+        "root": str(opts.root),
+        **result.info,
+        "on_error": opts.on_error,
+        "skipped": len(skipped),
+        "skipped_files": skipped[:MAX_LISTED],
+        "grouped_by": info.get("grouped_by") if info else None,
+        "image_cache": str(opts.image_cache) if opts.image_cache else None,
+        "max_side": opts.max_side,
+        "decode": opts.decode.as_dict(),
+        "classes": list(classes),
+        "files": len(kept),
+        # what is on disk now, for "is this record still current" on this machine: not part of
+        # the fingerprint, which must be the same for the same data on every machine
+        "disk_state": sha256_json(sorted(zip(ids, sizes, mtimes))),
     }
     record.update({k: v for k, v in (info or {}).items()})
     return Dataset(task, classes, splits, fingerprint, info=record)

@@ -106,9 +106,14 @@ class CachedImages:
 class FileImages(CachedImages):
     """Decoded, shrunk, disk-cached images of a list of files (picklable for DataLoader workers)."""
 
-    def __init__(self, paths: Sequence[str | Path], options: DecodeOptions | None = None,
-                 cache_dir: str | Path | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
-                 decoder: Callable[[Path, DecodeOptions], np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        options: DecodeOptions | None = None,
+        cache_dir: str | Path | None = None,
+        max_side: int | None = DEFAULT_MAX_SIDE,
+        decoder: Callable[[Path, DecodeOptions], np.ndarray] | None = None,
+    ) -> None:
         self.paths = [Path(p) for p in paths]
         self.options = options or DecodeOptions()
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -129,10 +134,13 @@ class FileImages(CachedImages):
             st = path.stat()
         except OSError:
             return None
-        return {"file": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "decode": self.options.as_dict()}
+        return {
+            "file": str(path.resolve()),
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "decode": self.options.as_dict(),
+        }
 
     def subset(self, indices: Sequence[int]) -> "FileImages":
         """The same source restricted to some files (same options and cache)."""
-        return FileImages([self.paths[i] for i in indices], self.options, self.cache_dir, self.max_side,
-                          self.decoder)
+        return FileImages([self.paths[i] for i in indices], self.options, self.cache_dir, self.max_side, self.decoder)

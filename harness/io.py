@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import stat
 import tempfile
 from pathlib import Path
@@ -53,6 +54,56 @@ def sha256_file_memo(path: str | os.PathLike) -> str:
     return _FILE_HASH_MEMO[key]
 
 
+TMP_SUFFIX = ".tmp"
+# Who writes a temporary file, in its name: a later run removes the ones whose writer is gone.
+_WRITER = f"{socket.gethostname().split('.')[0] or 'host'}-{os.getpid()}"
+STALE_AFTER_SECONDS = 24 * 3600
+
+
+def _writer_is_gone(writer: str, age_seconds: float) -> bool:
+    host, _, pid = writer.rpartition("-")
+    if host != _WRITER.rpartition("-")[0] or not pid.isdigit():
+        # another machine's (a shared file system): only once it is surely abandoned
+        return age_seconds > STALE_AFTER_SECONDS
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[tuple[Path, int]]:
+    """Delete the temporary files that killed writers left under ``folder`` (``atomic_path``'s
+    ``.<name>.<host>-<pid>.<random>.tmp``); files of writers still running are kept. Returns
+    each removed path with its size in bytes."""
+    import time
+
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed: list[tuple[Path, int]] = []
+    now = time.time()
+    for tmp in root.rglob(f".*{TMP_SUFFIX}"):
+        parts = tmp.name[: -len(TMP_SUFFIX)].split(".")
+        writers = [p for p in parts if "-" in p and p.rpartition("-")[2].isdigit()]
+        try:
+            if not tmp.is_file() or tmp.is_symlink():
+                continue
+            stat = tmp.stat()
+            age = now - stat.st_mtime
+            writer = writers[-1] if writers else ""
+            if (writer and _writer_is_gone(writer, age)) or (not writer and age > STALE_AFTER_SECONDS):
+                tmp.unlink()
+                removed.append((tmp, stat.st_size))
+        except OSError:
+            continue
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it into place.
@@ -64,7 +115,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{_WRITER}.", suffix=TMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

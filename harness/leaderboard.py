@@ -66,7 +66,9 @@ def cell_text(cell: CellView | None) -> str:
             text += f" ± {_f(cell.sd)} (n={len(cell.rankable)})"
         return text + (f" {WARN_MARK}" if cell.warnings else "")
     if cell.shown:
-        values = [c.record["metrics"].get(c.record["primary_metric"], {}).get("value") for c in cell.shown]
+        values = [
+            c.verified_record["metrics"].get(c.verified_record["primary_metric"], {}).get("value") for c in cell.shown
+        ]
         shown = ", ".join(_f(v) for v in values[:3])
         return f"{FLAG_MARK} {shown}"
     return "error" if cell.errors else ""
@@ -75,12 +77,20 @@ def cell_text(cell: CellView | None) -> str:
 def _block_table(table: Table, block: Block, ranked: bool) -> list[str]:
     columns = {c.key: c for c in table.columns}
     cols = [columns[k] for k in block.columns]
-    head = (["#", "group"] if ranked else []) + ["backbone"] + \
-        [f"{md_code(c.label)} {c.metric} ({c.n_cases})" for c in cols] + (["mean"] if len(cols) > 1 else [])
+    head = (
+        (["#", "group"] if ranked else [])
+        + ["backbone"]
+        + [f"{md_code(c.label)} {c.metric} ({c.n_cases})" for c in cols]
+        + (["mean"] if len(cols) > 1 else [])
+    )
     if ranked:
         head += ["Δ to next [95% CI]", "p (Holm)"]
-    align = (["---:", ":---:"] if ranked else []) + ["---"] + ["---:"] * (len(cols) + (len(cols) > 1)) + \
-        (["---:", "---:"] if ranked else [])
+    align = (
+        (["---:", ":---:"] if ranked else [])
+        + ["---"]
+        + ["---:"] * (len(cols) + (len(cols) > 1))
+        + (["---:", "---:"] if ranked else [])
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for row in block.rows:
         cells = [cell_text(row.cells.get(c.key)) for c in cols]
@@ -89,8 +99,11 @@ def _block_table(table: Table, block: Block, ranked: bool) -> list[str]:
             parts.append(_f(row.mean))
         if ranked:
             nxt = row.vs_next
-            parts += ([f"{_f(nxt.difference, True)} [{_f(nxt.ci_low, True)}, {_f(nxt.ci_high, True)}]", _p(nxt.p_holm)]
-                      if nxt else ["", ""])
+            parts += (
+                [f"{_f(nxt.difference, True)} [{_f(nxt.ci_low, True)}, {_f(nxt.ci_high, True)}]", _p(nxt.p_holm)]
+                if nxt
+                else ["", ""]
+            )
         lines.append("| " + " | ".join(parts) + " |")
     return lines
 
@@ -110,31 +123,47 @@ def _unranked_lines(table: Table) -> list[str]:
                 continue
             seen.add(item)
             shown = cell_text(cell)
-            lines.append(f"- {md_code(row.label, False)} on {md_code(columns[key].label, False)}: "
-                         + (f"{shown}, " if shown and shown != "error" else "")
-                         + md_code("; ".join(cell.reasons), False))
+            lines.append(
+                f"- {md_code(row.label, False)} on {md_code(columns[key].label, False)}: "
+                + (f"{shown}, " if shown and shown != "error" else "")
+                + md_code("; ".join(cell.reasons), False)
+            )
     return lines
 
 
 def _provenance(table: Table) -> str:
     datasets = sorted({(c.label, c.distribution or "unknown") for c in table.columns})
     sets = ", ".join(f"{md_code(label, False)} ({md_code(dist, False)})" for label, dist in datasets)
-    return (f"Protocol {md_code(f'{table.protocol} v{table.version}', False)} from "
-            f"{md_code(table.distribution or 'unknown', False)}; data sets: {sets or '—'}.")
+    return (
+        f"Protocol {md_code(f'{table.protocol} v{table.version}', False)} from "
+        f"{md_code(table.distribution or 'unknown', False)}; data sets: {sets or '—'}."
+    )
 
 
 def _render_table(table: Table) -> list[str]:
     ranked = table.section == "ranked"
-    out = [f"### {md_code(f'{table.protocol} v{table.version}', False)}" +
-           ("" if ranked else f" from {md_code(table.distribution or 'unknown', False)}"), "", _provenance(table)]
+    out = [
+        f"### {md_code(f'{table.protocol} v{table.version}', False)}"
+        + ("" if ranked else f" from {md_code(table.distribution or 'unknown', False)}"),
+        "",
+        _provenance(table),
+    ]
     if not ranked and table.trust_notes:
-        out += ["", "Not trusted because: " + "; ".join(md_code(n, False) for n in table.trust_notes[:5])
-                + (f" (and {len(table.trust_notes) - 5} more)" if len(table.trust_notes) > 5 else "")]
-    for i, block in enumerate(table.blocks):
+        out += [
+            "",
+            "Not trusted because: "
+            + "; ".join(md_code(n, False) for n in table.trust_notes[:5])
+            + (f" (and {len(table.trust_notes) - 5} more)" if len(table.trust_notes) > 5 else ""),
+        ]
+    for block in table.blocks:
         if not block.complete:
             cols = {c.key: c for c in table.columns}
-            out += ["", "Rows with results on only " + ", ".join(md_code(cols[k].label, False) for k in block.columns) +
-                    (" (ranked among themselves):" if ranked else ":")]
+            out += [
+                "",
+                "Rows with results on only "
+                + ", ".join(md_code(cols[k].label, False) for k in block.columns)
+                + (" (ranked among themselves):" if ranked else ":"),
+            ]
         out += [""] + _block_table(table, block, ranked)
     unranked = _unranked_lines(table)
     if unranked:
@@ -164,19 +193,25 @@ def render(standings: Standings) -> str:
         return "_No verified results yet: run `medfm run`._"
     parts = [LEGEND]
     trusted = ", ".join(md_code(d, False) for d in standings.policy.trusted_distributions)
-    parts.append(f"## Ranked\n\nProtocols and data sets from the trusted distributions ({trusted}), "
-                 "confirmed by the installed plugins.")
+    parts.append(
+        f"## Ranked\n\nProtocols and data sets from the trusted distributions ({trusted}), "
+        "confirmed by the installed plugins."
+    )
     if ranked:
         parts += ["\n".join(_render_table(t)) for t in ranked]
     else:
         parts.append("_No trusted results on real data yet._")
     if smoke:
-        parts.append("## Smoke test: synthetic data\n\nGenerated data sets (the default `medfm run`), ranked "
-                     "the same way but apart from real data: they check the harness, not the backbones.")
+        parts.append(
+            "## Smoke test: synthetic data\n\nGenerated data sets (the default `medfm run`), ranked "
+            "the same way but apart from real data: they check the harness, not the backbones."
+        )
         parts += ["\n".join(_render_table(t)) for t in smoke]
     if unverified:
-        parts.append("## Unverified\n\nShown apart and never ranked: the protocol or data set comes from outside "
-                     "the trusted distributions, or the installed plugins do not confirm the source a record claims.")
+        parts.append(
+            "## Unverified\n\nShown apart and never ranked: the protocol or data set comes from outside "
+            "the trusted distributions, or the installed plugins do not confirm the source a record claims."
+        )
         parts += ["\n".join(_render_table(t)) for t in unverified]
     return "\n\n".join(parts)
 
@@ -188,10 +223,12 @@ def splice(document: str, body: str) -> str:
         end = document.index(END)
         start = document.rfind(START, 0, end)
         if start >= 0:
-            return document[:start] + block + document[end + len(END):]
+            return document[:start] + block + document[end + len(END) :]
     if START in document or END in document:
-        raise UserError(f"the leaderboard file has an unbalanced {START if START in document else END} marker; "
-                        "fix the markers by hand so that hand-written text is not lost")
+        raise UserError(
+            f"the leaderboard file has an unbalanced {START if START in document else END} marker; "
+            "fix the markers by hand so that hand-written text is not lost"
+        )
     sep = "" if not document or document.endswith("\n\n") else ("\n" if document.endswith("\n") else "\n\n")
     return document + sep + block + "\n"
 
@@ -223,3 +260,7 @@ def is_stale(path: str | Path, standings: Standings) -> bool:
         return True
     current = _read(path)
     return splice(current, render(standings)) != current
+
+
+#: the public name (``medfm.api.render_leaderboard``)
+render_leaderboard = render

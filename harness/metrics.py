@@ -20,7 +20,6 @@ import math
 import warnings
 from dataclasses import dataclass
 
-
 import numpy as np
 from scipy.stats import rankdata
 from sklearn import metrics as skm
@@ -90,8 +89,11 @@ def point_metrics(task: str, labels: np.ndarray, scores: np.ndarray) -> dict[str
         out["accuracy"] = float(skm.accuracy_score(y, pred))
         out["balanced_accuracy"] = float(skm.balanced_accuracy_score(y, pred))
         out["f1_macro"] = float(skm.f1_score(y, pred, labels=list(range(n_classes)), average="macro", zero_division=0))
-        out["kappa"] = float(skm.cohen_kappa_score(y, pred, labels=list(range(n_classes)),
-                                                   weights="quadratic" if task == "ordinal" else None))
+        out["kappa"] = float(
+            skm.cohen_kappa_score(
+                y, pred, labels=list(range(n_classes)), weights="quadratic" if task == "ordinal" else None
+            )
+        )
     return out
 
 
@@ -143,7 +145,9 @@ def weighted_average_precision(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> n
     total = tp[:, -1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(tp + fp > 0, tp / np.where(tp + fp > 0, tp + fp, 1), 0.0)
-        recall_step = np.diff(np.concatenate([np.zeros_like(total), tp], axis=1), axis=1) / np.where(total > 0, total, 1)
+        recall_step = np.diff(np.concatenate([np.zeros_like(total), tp], axis=1), axis=1) / np.where(
+            total > 0, total, 1
+        )
         ap = (recall_step * precision).sum(1)
     return np.where(total[:, 0] > 0, ap, np.nan)
 
@@ -189,8 +193,12 @@ def weighted_metrics(task: str, labels: np.ndarray, scores: np.ndarray, w: np.nd
             f1 = np.where(f1_den > 0, 2 * tp / np.where(f1_den > 0, f1_den, 1), 0.0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return {"auroc": np.nanmean(auc, 1), **{class_auroc_name(c): auc[:, c] for c in range(n_classes)},
-                    "auprc": np.nanmean(ap, 1), "f1_macro": f1.mean(1)}
+            return {
+                "auroc": np.nanmean(auc, 1),
+                **{class_auroc_name(c): auc[:, c] for c in range(n_classes)},
+                "auprc": np.nanmean(ap, 1),
+                "f1_macro": f1.mean(1),
+            }
     y = np.asarray(labels).astype(int).ravel()
     out: dict[str, np.ndarray] = {}
     with warnings.catch_warnings():
@@ -223,10 +231,13 @@ def weighted_metric(task: str, metric: str, labels: np.ndarray, scores: np.ndarr
                 yb = (np.asarray(labels).astype(int).ravel() == 1).astype(float)
                 out = curve(yb, scores[:, 1], w)
                 return out if metric != "auprc" else np.where(w @ (1 - yb) > 0, out, np.nan)
-            y = (np.asarray(labels).astype(float) if task == "multilabel"
-                 else np.eye(c)[np.asarray(labels).astype(int).ravel()])
+            y = (
+                np.asarray(labels).astype(float)
+                if task == "multilabel"
+                else np.eye(c)[np.asarray(labels).astype(int).ravel()]
+            )
             if metric.startswith(CLASS_AUROC_PREFIX):
-                k = int(metric[len(CLASS_AUROC_PREFIX):])
+                k = int(metric[len(CLASS_AUROC_PREFIX) :])
                 return curve(y[:, k], scores[:, k], w)
             return np.nanmean(np.stack([curve(y[:, k], scores[:, k], w) for k in range(c)], 1), 1)
         if task != "multilabel" and metric in ("accuracy", "balanced_accuracy", "f1_macro", "kappa"):
@@ -276,12 +287,15 @@ def metric_per_head(task: str, metric: str, labels: np.ndarray, scores: np.ndarr
             if task == "binary":
                 out = _rank_auroc((np.asarray(labels).ravel() == 1).astype(float), safe[:, :, 1])
             else:
-                y = (np.asarray(labels).astype(float) if task == "multilabel"
-                     else np.eye(c)[np.asarray(labels).astype(int).ravel()])
+                y = (
+                    np.asarray(labels).astype(float)
+                    if task == "multilabel"
+                    else np.eye(c)[np.asarray(labels).astype(int).ravel()]
+                )
                 if metric == "auroc":
                     out = np.nanmean(np.stack([_rank_auroc(y[:, k], safe[:, :, k]) for k in range(c)], 1), 1)
                 else:
-                    k = int(metric[len(CLASS_AUROC_PREFIX):])
+                    k = int(metric[len(CLASS_AUROC_PREFIX) :])
                     out = _rank_auroc(y[:, k], safe[:, :, k])
         elif task != "multilabel" and metric in ("accuracy", "balanced_accuracy", "f1_macro", "kappa"):
             y = np.asarray(labels).astype(int).ravel()
@@ -296,8 +310,7 @@ def metric_per_head(task: str, metric: str, labels: np.ndarray, scores: np.ndarr
 
 
 # ---------------------------------------------------------------- bootstrap
-def bootstrap_weights(n: int, resamples: int, rng: np.random.Generator,
-                      groups: np.ndarray | None = None) -> np.ndarray:
+def bootstrap_weights(n: int, resamples: int, rng: np.random.Generator, groups: np.ndarray | None = None) -> np.ndarray:
     """(resamples, n) multiplicities: samples drawn with replacement, or whole groups if given."""
     if groups is None:
         return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
@@ -321,8 +334,15 @@ class MetricValue:
         return {"value": f(self.value), "ci_low": f(self.ci_low), "ci_high": f(self.ci_high)}
 
 
-def evaluate(task: str, labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None,
-             resamples: int = DEFAULT_RESAMPLES, seed: int = 0, chunk: int = 250) -> dict[str, MetricValue]:
+def evaluate(
+    task: str,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    chunk: int = 250,
+) -> dict[str, MetricValue]:
     """All metrics of ``task`` with 95% bootstrap CIs (patients resampled when ``groups`` is given)."""
     points = point_metrics(task, labels, scores)
     rng = np.random.default_rng(seed)
@@ -336,17 +356,16 @@ def evaluate(task: str, labels: np.ndarray, scores: np.ndarray, groups: np.ndarr
                 draws[k].append(v)
         done += b
     out = {}
-    for k, v in points.items():
+    for k, point in points.items():
         sample = np.concatenate(draws[k]) if draws[k] else np.array([])
         sample = sample[np.isfinite(sample)]
-        lo, hi = (np.percentile(sample, [2.5, 97.5]) if len(sample) else (math.nan, math.nan))
-        out[k] = MetricValue(v, float(lo), float(hi))
+        lo, hi = np.percentile(sample, [2.5, 97.5]) if len(sample) else (math.nan, math.nan)
+        out[k] = MetricValue(point, float(lo), float(hi))
     return out
 
 
 # ---------------------------------------------------------------- guards
-def degenerate_flags(task: str, labels: np.ndarray, scores: np.ndarray,
-                     metrics: dict[str, MetricValue]) -> list[str]:
+def degenerate_flags(task: str, labels: np.ndarray, scores: np.ndarray, metrics: dict[str, MetricValue]) -> list[str]:
     """Reasons not to rank a result as if it were fine (empty when it is fine).
 
     ``non_finite_scores``: NaN/inf scores; ``collapsed_predictions``: every test sample gets
@@ -369,5 +388,3 @@ def degenerate_flags(task: str, labels: np.ndarray, scores: np.ndarray,
     if auc is not None and math.isfinite(auc.ci_low) and auc.ci_low <= 0.5:
         flags.append("chance_auroc")
     return flags
-
-

@@ -26,8 +26,9 @@ COMPARISON_RESAMPLES = 2000
 ALPHA = 0.05
 
 
-def resampling_weights(identity: str, n: int, groups: np.ndarray | None, resamples: int = COMPARISON_RESAMPLES,
-                     seed: int = 0) -> np.ndarray:
+def resampling_weights(
+    identity: str, n: int, groups: np.ndarray | None, resamples: int = COMPARISON_RESAMPLES, seed: int = 0
+) -> np.ndarray:
     """(resamples, n) bootstrap multiplicities for one test set, the same for every model on it."""
     rng = np.random.default_rng([seed, int(identity[:15], 16)])
     return bootstrap_weights(n, resamples, rng, groups)
@@ -57,8 +58,14 @@ class PairedResult:
     def as_dict(self) -> dict[str, float | int | None]:
         """JSON-ready."""
         r = lambda v: None if v is None or not math.isfinite(v) else round(float(v), 6)  # noqa: E731
-        return {"difference": r(self.difference), "ci_low": r(self.ci_low), "ci_high": r(self.ci_high),
-                "p": r(self.p), "p_holm": r(self.p_holm), "resamples": self.resamples}
+        return {
+            "difference": r(self.difference),
+            "ci_low": r(self.ci_low),
+            "ci_high": r(self.ci_high),
+            "p": r(self.p),
+            "p_holm": r(self.p_holm),
+            "resamples": self.resamples,
+        }
 
 
 def paired_difference(point_a: float, point_b: float, draws_a: np.ndarray, draws_b: np.ndarray) -> PairedResult:

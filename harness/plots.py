@@ -38,8 +38,9 @@ class FewShotSeries:
         return f"{self.backbone} · {self.protocol}{warn}"
 
 
-def few_shot_series(records: Iterable[dict[str, Any]], metric: str | None = None, dataset: str = "*",
-                    backbone: str = "*") -> list[FewShotSeries]:
+def few_shot_series(
+    records: Iterable[dict[str, Any]], metric: str | None = None, dataset: str = "*", backbone: str = "*"
+) -> list[FewShotSeries]:
     """The few-shot curves of ``records`` (any record whose ``extra.curve`` has per-shot values),
     for ``metric`` (default: the curve's own, the data set's primary metric), filtered by glob
     patterns on the data set and backbone names, sorted by data set, backbone and protocol."""
@@ -51,13 +52,24 @@ def few_shot_series(records: Iterable[dict[str, Any]], metric: str | None = None
         name = metric or curve.get("metric") or r.get("primary_metric")
         if name not in curve.get("mean", {}):
             continue
+        assert name is not None  # a JSON object's keys are strings
         ds, bb = r["dataset"]["name"], r["backbone"]["name"]
         if not (fnmatch.fnmatchcase(ds, dataset) and fnmatch.fnmatchcase(bb, backbone)):
             continue
-        series.append(FewShotSeries(ds, bb, r["protocol"]["name"], name, [int(n) for n in curve["shots"]],
-                                    list(curve["mean"][name]), list(curve["std"][name]),
-                                    int((r.get("extra") or {}).get("episodes", 0)),
-                                    str((r.get("extra") or {}).get("unit", "image")), list(r.get("flags", []))))
+        series.append(
+            FewShotSeries(
+                ds,
+                bb,
+                r["protocol"]["name"],
+                name,
+                [int(n) for n in curve["shots"]],
+                list(curve["mean"][name]),
+                list(curve["std"][name]),
+                int((r.get("extra") or {}).get("episodes", 0)),
+                str((r.get("extra") or {}).get("unit", "image")),
+                list(r.get("flags", [])),
+            )
+        )
     return sorted(series, key=lambda s: (s.dataset, s.backbone, s.protocol))
 
 
@@ -77,8 +89,9 @@ def plot_few_shot(series: list[FewShotSeries], path: str | Path, title: str | No
     if fmt not in ("png", "svg", "pdf"):
         raise UserError(f"{path}: plots are written as .png, .svg or .pdf")
     datasets = sorted({s.dataset for s in series})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 3.8), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(5.2 * len(datasets), 3.8), squeeze=False, constrained_layout=True
+    )
     for ax, ds in zip(axes[0], datasets):
         mine = [s for s in series if s.dataset == ds]
         for i, s in enumerate(mine):
@@ -88,15 +101,19 @@ def plot_few_shot(series: list[FewShotSeries], path: str | Path, title: str | No
             x, y, sd = (list(v) for v in zip(*points))
             style = "--" if s.flags else "-"
             ax.plot(x, y, style, marker="o", ms=3.5, color=f"C{i % 10}", label=s.label)
-            ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)], color=f"C{i % 10}",
-                            alpha=0.15, lw=0)
+            ax.fill_between(
+                x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)], color=f"C{i % 10}", alpha=0.15, lw=0
+            )
         ax.set_xscale("log", base=2)
         shots = sorted({n for s in mine for n in s.shots})
         ax.set_xticks(shots, [str(n) for n in shots])
         unit = "patients" if all(s.unit == "patient" for s in mine) else "images"
         episodes = sorted({s.episodes for s in mine})
-        ax.set(xlabel=f"labelled {unit} per class (n)", ylabel=mine[0].metric,
-               title=f"{ds} (mean ± sd over {'/'.join(map(str, episodes))} episodes)")
+        ax.set(
+            xlabel=f"labelled {unit} per class (n)",
+            ylabel=mine[0].metric,
+            title=f"{ds} (mean ± sd over {'/'.join(map(str, episodes))} episodes)",
+        )
         ax.grid(alpha=0.3)
         ax.legend(frameon=False, fontsize=7)
     if title:

@@ -36,9 +36,15 @@ class PluginInfo:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready view, for ``medfm plugins --json``."""
-        return {"name": self.name, "module": self.module, "distribution": self.distribution,
-                "version": self.version, "blocked": self.blocked, "errors": list(self.errors),
-                "specs": [{"kind": k, "name": n} for k, n in self.specs]}
+        return {
+            "name": self.name,
+            "module": self.module,
+            "distribution": self.distribution,
+            "version": self.version,
+            "blocked": self.blocked,
+            "errors": list(self.errors),
+            "specs": [{"kind": k, "name": n} for k, n in self.specs],
+        }
 
 
 def blocked_plugins() -> set[str]:
@@ -75,9 +81,12 @@ def load_entry_point_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
     seen: set[str] = set()
     for ep in eps:
         dist = getattr(ep, "dist", None)
-        info = PluginInfo(name=ep.name, module=ep.value,
-                          distribution=dist.metadata["Name"] if dist is not None else None,
-                          version=dist.version if dist is not None else None)
+        info = PluginInfo(
+            name=ep.name,
+            module=ep.value,
+            distribution=dist.metadata["Name"] if dist is not None else None,
+            version=dist.version if dist is not None else None,
+        )
         infos.append(info)
         if ep.name in blocked or f"{info.distribution}:{ep.name}" in blocked:
             info.blocked = True
@@ -87,8 +96,10 @@ def load_entry_point_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
             # that a clash of the names it registers is reported and settled like any other
             info.name = f"{info.distribution or 'unknown'}:{ep.name}"
             if info.name in seen:
-                info.errors.append(f"another installed plugin is already named {ep.name!r}; "
-                                   f"uninstall one of them or block one with {BLOCK_ENV}")
+                info.errors.append(
+                    f"another installed plugin is already named {ep.name!r}; "
+                    f"uninstall one of them or block one with {BLOCK_ENV}"
+                )
                 continue
         try:
             plugin = ep.load()

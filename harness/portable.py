@@ -59,19 +59,26 @@ def _rewrite_text(text: str, roots: Mapping[str, Path]) -> str:
     if looks_absolute(text):
         return _relative_to_root(text, roots)
     # messages ("could not read /home/x/data/a.png: ...") carry paths inside longer text
-    return re.sub(r"(?<![\w.$<>:/])(/[^\s'\"(),:;]+)", lambda m: _relative_to_root(m.group(1), roots), text) \
-        if "/" in text and not text.startswith(("$", "<", "http://", "https://")) else text
+    return (
+        re.sub(r"(?<![\w.$<>:/])(/[^\s'\"(),:;]+)", lambda m: _relative_to_root(m.group(1), roots), text)
+        if "/" in text and not text.startswith(("$", "<", "http://", "https://"))
+        else text
+    )
 
 
-def portable(obj: Any, roots: Mapping[str, Path]) -> Any:
-    """``obj`` with every absolute path rewritten relative to a named root, or redacted."""
+def is_pattern_key(key: str) -> bool:
+    """Whether a key holds a regular expression (``group_regex``, ``grouped_by``), not a path."""
+    return key.endswith(("regex", "pattern")) or key == "grouped_by"
+
+
+def portable(obj: Any, roots: Mapping[str, Path], key: str = "") -> Any:
+    """``obj`` with every absolute path rewritten relative to a named root, or redacted.
+    Regular expressions (under a key such as ``group_regex``) are kept as written."""
     if isinstance(obj, dict):
-        return {k: portable(v, roots) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [portable(v, roots) for v in obj]
-    if isinstance(obj, tuple):
-        return [portable(v, roots) for v in obj]
-    if isinstance(obj, str) and "/" in obj:
+        return {k: portable(v, roots, k) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v, roots, key) for v in obj]
+    if isinstance(obj, str) and "/" in obj and not is_pattern_key(key):
         return _rewrite_text(obj, roots)
     return obj
 
@@ -119,6 +126,6 @@ def absolute_paths_in(obj: Any, where: str = "") -> list[str]:
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
             found += absolute_paths_in(v, f"{where}/{i}")
-    elif isinstance(obj, str) and looks_absolute(obj):
+    elif isinstance(obj, str) and looks_absolute(obj) and not is_pattern_key(where.rsplit("/", 1)[-1]):
         found.append(where)
     return found

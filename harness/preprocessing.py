@@ -12,12 +12,12 @@ normalised in the batch on the device. The resize policy is explicit and recorde
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 RESIZE_POLICIES = ("resize", "resize_crop", "pad")
 _INTERP = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest", "area": "area"}
@@ -52,6 +52,8 @@ class Preprocessing:
     # ------------------------------------------------------------------ per image
     def to_uint8(self, image: Any) -> torch.Tensor:
         """Any decoded image (H x W, H x W x C, PIL; uint8, uint16 or float) to uint8 (3, size, size)."""
+        import torch
+
         x = _as_float_chw(image)
         if x.shape[0] == 1:
             x = x.expand(3, -1, -1)
@@ -73,13 +75,15 @@ class Preprocessing:
             if (nh, nw) != (h, w):
                 x = self._interpolate(x, (nh, nw))
             top, left = (nh - s) // 2, (nw - s) // 2
-            return x[..., top:top + s, left:left + s]
+            return x[..., top : top + s, left : left + s]
         # pad
         if max(h, w) > s:
             scale = s / max(h, w)
             h, w = max(1, round(h * scale)), max(1, round(w * scale))
             x = self._interpolate(x, (h, w))
         top, left = (s - h) // 2, (s - w) // 2
+        import torch.nn.functional as F
+
         return F.pad(x, (left, s - w - left, top, s - h - top), value=0.0)
 
     def _interpolate(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -87,17 +91,24 @@ class Preprocessing:
         kwargs: dict[str, Any] = {}
         if mode in ("bilinear", "bicubic"):
             kwargs = {"align_corners": False, "antialias": True}
+        import torch.nn.functional as F
+
         return F.interpolate(x, size=size, mode=mode, **kwargs)
 
     # ------------------------------------------------------------------ per batch
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) on any device to normalised float32."""
+        import torch
+
         mean = torch.tensor(self.mean, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(self.std, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         return (batch.float() - mean) / std
 
 
 def _as_float_chw(image: Any) -> torch.Tensor:
+    import torch
+    from PIL import Image
+
     if isinstance(image, Image.Image):
         if image.mode not in ("L", "RGB", "RGBA", "I;16", "I", "F"):
             image = image.convert("RGB")

@@ -25,9 +25,9 @@ from typing import Any, Iterator
 import fastjsonschema
 import numpy as np
 
-from .predictions import Predictions
 from .errors import UserError
 from .io import atomic_path, sha256_bytes, write_json
+from .predictions import Predictions
 from .safe_files import PREDICTIONS_MAX_BYTES, RECORD_MAX_BYTES, read_capped
 from .safe_values import check_values, strict_json
 
@@ -75,11 +75,15 @@ def validate_record(record: Any, where: str = "record") -> None:
     if not isinstance(record, dict):
         raise RecordError(f"{where}: a record must be a JSON object, not {type(record).__name__}")
     if record.get("schema_version") != SCHEMA_VERSION and isinstance(record.get("schema_version"), int):
-        raise RecordError(f"{where}: schema version {record['schema_version']} is not the current "
-                          f"{SCHEMA_VERSION}; rerun the cell with this medfm to write a current record")
+        raise RecordError(
+            f"{where}: schema version {record['schema_version']} is not the current "
+            f"{SCHEMA_VERSION}; rerun the cell with this medfm to write a current record"
+        )
     try:
         _validator()(record)
     except fastjsonschema.JsonSchemaException as exc:
+        # a fast-fail validator raises JsonSchemaValueException, the subclass that carries .message
+        assert isinstance(exc, fastjsonschema.JsonSchemaValueException)
         path = "/".join(str(p) for p in (getattr(exc, "path", None) or [])[1:]) or "(top level)"
         message = str(exc.message).replace("data.", "", 1) if str(exc.message).startswith("data.") else str(exc.message)
         raise RecordError(f"{where}: invalid at {path}: {_short(message)}") from None
@@ -91,7 +95,7 @@ def validate_record(record: Any, where: str = "record") -> None:
 
 def _short(message: str, limit: int = 200) -> str:
     message = " ".join(message.split())
-    return message if len(message) <= limit else message[:limit - 1] + "…"
+    return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
 # ------------------------------------------------------------------ layout
@@ -123,13 +127,19 @@ def cell_folder(results_dir: str | Path, backbone: str, dataset: str, protocol: 
     return Path(results_dir) / safe_name(backbone) / safe_name(dataset) / safe_name(protocol)
 
 
-def cell_paths(results_dir: str | Path, backbone: str, dataset: str, protocol: str, submitter: str,
-               seed: int) -> CellPaths:
+def cell_paths(
+    results_dir: str | Path, backbone: str, dataset: str, protocol: str, submitter: str, seed: int
+) -> CellPaths:
     """The files of one submission (see the module docstring for the layout)."""
     folder = cell_folder(results_dir, backbone, dataset, protocol)
     stem = submission_stem(submitter, seed)
-    return CellPaths(folder / f"{stem}{RECORD_SUFFIX}", folder / f"{stem}{PREDICTIONS_SUFFIX}",
-                     folder / f"{stem}{FAILED_SUFFIX}", folder / f"{stem}{WORK_SUFFIX}", folder / f".{stem}{LOCK_SUFFIX}")
+    return CellPaths(
+        folder / f"{stem}{RECORD_SUFFIX}",
+        folder / f"{stem}{PREDICTIONS_SUFFIX}",
+        folder / f"{stem}{FAILED_SUFFIX}",
+        folder / f"{stem}{WORK_SUFFIX}",
+        folder / f".{stem}{LOCK_SUFFIX}",
+    )
 
 
 def canonical_relpath(record: dict[str, Any]) -> str:
@@ -153,10 +163,12 @@ def is_record_file(path: Path) -> bool:
 def write_predictions(path: Path, predictions: Predictions) -> dict[str, Any]:
     """Store predictions compactly (compressed npz, float32 scores); return the record's pointer."""
     labels = np.asarray(predictions.labels)
-    arrays = {
+    # Any, not ndarray: savez_compressed's **kwds would otherwise be checked against its allow_pickle: bool
+    arrays: dict[str, Any] = {
         "ids": np.asarray([str(i) for i in predictions.ids], dtype=str),
-        "labels": labels.astype(np.int16 if labels.size == 0 or (labels.max() < 32000 and labels.min() > -32000)
-                                else np.int64),
+        "labels": labels.astype(
+            np.int16 if labels.size == 0 or (labels.max() < 32000 and labels.min() > -32000) else np.int64
+        ),
         "scores": np.asarray(predictions.scores, dtype=np.float32),
     }
     if predictions.groups is not None:
@@ -215,8 +227,12 @@ def parse_predictions(data: bytes) -> Predictions:
         raise ValueError(f"'scores' must be floats of shape ({n}, C), not {scores.dtype} {scores.shape}")
     if groups is not None and (groups.ndim != 1 or groups.dtype.kind != "U" or len(groups) != n):
         raise ValueError(f"'groups' must be a 1-D text array of {n} entries, not {groups.dtype} {groups.shape}")
-    return Predictions(ids=[str(i) for i in ids.tolist()], labels=labels.astype(np.int64),
-                       scores=scores.astype(np.float64), groups=groups)
+    return Predictions(
+        ids=[str(i) for i in ids.tolist()],
+        labels=labels.astype(np.int64),
+        scores=scores.astype(np.float64),
+        groups=groups,
+    )
 
 
 def read_predictions(path: Path) -> Predictions:
@@ -261,11 +277,13 @@ def load_record(path: str | Path, verify: bool = False) -> dict[str, Any]:
         checked = verify_file(path)
         if checked.problem is not None:
             raise RecordError(checked.problem)
-        return checked.record
+        return checked.verified_record
     return parse_record(read_record_bytes(path), str(path))
 
 
-def iter_records(results_dir: str | Path, verify: bool = False) -> Iterator[tuple[Path, dict[str, Any] | None, str | None]]:
+def iter_records(
+    results_dir: str | Path, verify: bool = False
+) -> Iterator[tuple[Path, dict[str, Any] | None, str | None]]:
     """Every record under ``results_dir`` as (path, record or None, error or None), sorted.
 
     Symlinks, folders named like records and unreadable files come back as errors, never

@@ -47,6 +47,7 @@ class Registry:
         by_name = {info.name: info for info in registry.plugins}
         for plugin in pm.get_plugins():
             name = pm.get_name(plugin)
+            assert name is not None  # get_plugins() lists registered plugins, and each has its name
             if name not in by_name:
                 by_name[name] = PluginInfo(name=name, module=getattr(plugin, "__name__", type(plugin).__name__))
                 registry.plugins.append(by_name[name])
@@ -65,8 +66,9 @@ class Registry:
         def register(spec: Any) -> None:
             kind = spec.kind if isinstance(spec, Family) else _SPEC_KIND.get(type(spec))
             if kind is None:
-                raise TypeError(f"register() takes a BackboneSpec, DatasetSpec, ProtocolSpec or Family, "
-                                f"not {type(spec).__name__}")
+                raise TypeError(
+                    f"register() takes a BackboneSpec, DatasetSpec, ProtocolSpec or Family, not {type(spec).__name__}"
+                )
             if kind != expected_kind:
                 raise TypeError(f"a {kind} spec ({spec.name!r}) was registered from the {expected_kind} hook")
             if isinstance(spec, Family):
@@ -83,12 +85,15 @@ class Registry:
                     return
                 self.entries[kind][spec.name] = Entry(spec, info)
             info.specs.append((kind, spec.name))
+
         return register
 
     def _duplicate(self, kind: str, name: str, first: PluginInfo, second: PluginInfo) -> None:
-        message = (f"{kind} {name!r} is registered by two plugins, {_origin(first)} and {_origin(second)}; "
-                   f"say which to use with --source {kind}:{name}={second.distribution or second.name} "
-                   f"(or a [sources] table in the run file), or block one with MEDFM_BLOCK_PLUGINS={second.name}")
+        message = (
+            f"{kind} {name!r} is registered by two plugins, {_origin(first)} and {_origin(second)}; "
+            f"say which to use with --source {kind}:{name}={second.distribution or second.name} "
+            f"(or a [sources] table in the run file), or block one with MEDFM_BLOCK_PLUGINS={second.name}"
+        )
         self.duplicates.append(message)
         second.errors.append(message)
 
@@ -100,7 +105,9 @@ class Registry:
             kind, sep, name = key.partition(":")
             if not sep or kind not in KINDS or not name:
                 raise UserError(f"source {key!r} must look like KIND:NAME with KIND one of {KINDS}")
-            candidates = self.clashes.get((kind, name)) or ([self.entries[kind][name]] if name in self.entries[kind] else [])
+            candidates = self.clashes.get((kind, name)) or (
+                [self.entries[kind][name]] if name in self.entries[kind] else []
+            )
             if not candidates:
                 raise UserError(f"source {key}={wanted}: no plugin registers {kind} {name!r}")
             chosen = [e for e in candidates if wanted in (e.plugin.distribution, e.plugin.name)]
@@ -159,7 +166,7 @@ class Registry:
             prefix = fam.spec.prefix
             if name.startswith(prefix) and len(name) > len(prefix):
                 try:
-                    spec = fam.spec.resolve(name[len(prefix):])
+                    spec = fam.spec.resolve(name[len(prefix) :])
                 except (KeyError, UnknownNameError) as exc:
                     raise UnknownNameError(self._unknown_message(kind, name, fam.spec, str(exc))) from None
                 return spec
@@ -174,8 +181,11 @@ class Registry:
                 pass
         pool += [f.spec.name for f in self.families[kind]]
         close = difflib.get_close_matches(name, pool, n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else \
-            f"; run `medfm list {kind}s` to see them"
+        hint = (
+            f"; did you mean {', '.join(repr(c) for c in close)}?"
+            if close
+            else f"; run `medfm list {kind}s` to see them"
+        )
         reason = f" ({detail.strip(chr(39))})" if detail else ""
         return f"unknown {kind} {name!r}{reason}{hint}"
 
@@ -190,8 +200,9 @@ class Registry:
             if any(ch in pattern for ch in "*?["):
                 hits = [n for n in self.names(kind) if fnmatch.fnmatchcase(n, pattern)]
                 if not hits:
-                    raise UserError(f"{kind} pattern {pattern!r} matches nothing; "
-                                    f"run `medfm list {kind}s` to see the names")
+                    raise UserError(
+                        f"{kind} pattern {pattern!r} matches nothing; run `medfm list {kind}s` to see the names"
+                    )
                 for n in hits:
                     chosen.setdefault(n, self.entries[kind][n].spec)
             else:

@@ -56,9 +56,16 @@ class Reproduction:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"record": self.relpath, "status": self.status, "reason": self.reason, "seconds": round(self.seconds, 2),
-                "metrics": [{"name": m.name, "claimed": m.claimed, "reproduced": m.reproduced,
-                             "tolerance": m.tolerance, "ok": m.ok} for m in self.metrics]}
+        return {
+            "record": self.relpath,
+            "status": self.status,
+            "reason": self.reason,
+            "seconds": round(self.seconds, 2),
+            "metrics": [
+                {"name": m.name, "claimed": m.claimed, "reproduced": m.reproduced, "tolerance": m.tolerance, "ok": m.ok}
+                for m in self.metrics
+            ],
+        }
 
 
 def _options(record_options: dict[str, Any] | None, local: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +99,8 @@ def cell_config(record: dict[str, Any], base: RunConfig, scratch: Path) -> RunCo
 def _availability(runner: Any, cell: Any, record: dict[str, Any]) -> str | None:
     """Why this cell cannot be re-run here (``None`` when it can)."""
     if str(cell.protocol.version) != str(record["protocol"]["version"]):
-        return f"protocol {cell.protocol.name} is v{cell.protocol.version} here, v{record['protocol']['version']} in the record"
+        stated = record["protocol"]["version"]
+        return f"protocol {cell.protocol.name} is v{cell.protocol.version} here, v{stated} in the record"
     if str(cell.dataset.revision) != str(record["dataset"]["revision"]):
         return f"data set {cell.dataset.name} is revision {cell.dataset.revision} here"
     try:
@@ -111,15 +119,14 @@ def _availability(runner: Any, cell: Any, record: dict[str, Any]) -> str | None:
     return None
 
 
-def reproduce(checked: Checked, registry: Registry, base: RunConfig, tolerance: float,
-              scratch: Path) -> Reproduction:
+def reproduce(checked: Checked, registry: Registry, base: RunConfig, tolerance: float, scratch: Path) -> Reproduction:
     """Re-run one record's cell and compare its metrics."""
     import time
 
     from .errors import UserError
     from .runner import Cell, Runner
 
-    record = checked.record
+    record = checked.verified_record
     start = time.perf_counter()
     try:
         cfg = cell_config(record, base, scratch)
@@ -137,22 +144,32 @@ def reproduce(checked: Checked, registry: Registry, base: RunConfig, tolerance: 
         return Reproduction(checked.relpath, "failed", outcome.message, seconds=seconds)
     from .records import load_record
 
+    assert outcome.record_path is not None  # an ok outcome names its record
     again = load_record(outcome.record_path)
     if again["test_set"]["identity"] != record["test_set"]["identity"]:
         return Reproduction(checked.relpath, "differs", "the re-run used another test set", seconds=seconds)
-    checks = [MetricCheck(name, claimed.get("value"), (again["metrics"].get(name) or {}).get("value"), tolerance)
-              for name, claimed in sorted(record["metrics"].items())]
+    checks = [
+        MetricCheck(name, claimed.get("value"), (again["metrics"].get(name) or {}).get("value"), tolerance)
+        for name, claimed in sorted(record["metrics"].items())
+    ]
     bad = [m for m in checks if not m.ok]
     status = "reproduced" if not bad else "differs"
     reason = "" if not bad else "; ".join(f"{m.name} {m.claimed} vs {m.reproduced}" for m in bad[:3])
     return Reproduction(checked.relpath, status, reason, checks, seconds)
 
 
-def reproduce_sample(scan: Scan, registry: Registry, base: RunConfig, n: int, seed: int = 0,
-                     tolerance: float = DEFAULT_TOLERANCE, scratch: Path | None = None,
-                     progress: Callable[[Reproduction], None] = lambda r: None) -> list[Reproduction]:
+def reproduce_sample(
+    scan: Scan,
+    registry: Registry,
+    base: RunConfig,
+    n: int,
+    seed: int = 0,
+    tolerance: float = DEFAULT_TOLERANCE,
+    scratch: Path | None = None,
+    progress: Callable[[Reproduction], None] = lambda r: None,
+) -> list[Reproduction]:
     """Draw verified ok records at random (seeded) and re-run them until ``n`` were available."""
-    pool = sorted((c for c in scan.valid if c.record["status"] == "ok"), key=lambda c: c.relpath)
+    pool = sorted((c for c in scan.valid if c.verified_record["status"] == "ok"), key=lambda c: c.relpath)
     random.Random(seed).shuffle(pool)
     out: list[Reproduction] = []
     done = 0
@@ -171,6 +188,7 @@ def reproduce_sample(scan: Scan, registry: Registry, base: RunConfig, n: int, se
 
 def max_difference(result: Reproduction) -> float:
     """The largest |claimed − reproduced| over the metrics (0 when none)."""
-    diffs = [abs(m.claimed - m.reproduced) for m in result.metrics
-             if m.claimed is not None and m.reproduced is not None]
+    diffs = [
+        abs(m.claimed - m.reproduced) for m in result.metrics if m.claimed is not None and m.reproduced is not None
+    ]
     return max(diffs) if diffs else (0.0 if result.metrics else math.nan)

@@ -15,7 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -26,15 +26,16 @@ from .cache import FeatureCache, feature_key
 from .config import RunConfig
 from .context import Context, FeatureSet
 from .dataset import Dataset
-from .device import deterministic, describe, select_device
+from .device import describe, deterministic, select_device
 from .errors import UserError
-from .extract import extract_features
-from .io import sha256_file_memo, sha256_json
+from .extract import ExtractionResult, extract_features
+from .io import remove_stale_temporaries, sha256_file_memo, sha256_json
 from .metrics import degenerate_flags, evaluate
-from .option_checks import check_protocol_options
+from .option_checks import as_declared, check_plugin_options
 from .portable import default_roots, hash_view, portable
 from .records import SCHEMA_VERSION, CellPaths, cell_lock, cell_paths, write_record, write_result
 from .registry import Registry
+from .run_events import RunEvents
 from .seeding import cell_seed, seed_everything
 from .specs import BackboneSpec, DatasetSpec, ProtocolSpec
 from .submission import resolve_submitter, submission_block
@@ -46,6 +47,7 @@ from .versions import environment_versions
 MAX_RESAMPLES = 100_000
 
 PREPROCESSING_OPTIONS = ("resize", "interpolation")
+FEW_RESAMPLES = "few_resamples"  # --bootstrap below MIN_RESAMPLES
 TRACEBACK_LINES = 20
 
 
@@ -78,24 +80,12 @@ class CellOutcome:
     message: str = ""
 
 
-class Hooks:
-    """Callbacks for progress display; the CLI plugs rich in, tests leave them silent."""
+class _OutputNotWritten(Exception):
+    """Writing a cell's result failed (a full disk, permissions): not the cell's own error."""
 
-    def log(self, message: str) -> None:
-        """A one-line note (warnings, extraction starts)."""
-
-    def extraction(self, description: str, total: int) -> Callable[[int], None]:
-        """Start an extraction progress bar; returns an ``advance(n_images)`` callback."""
-        return lambda n: None
-
-    def extraction_done(self) -> None:
-        """Close the current extraction progress bar."""
-
-    def cell_start(self, cell: Cell) -> None:
-        """A cell begins."""
-
-    def cell_end(self, outcome: CellOutcome) -> None:
-        """A cell ended (any status)."""
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Failure:
@@ -108,10 +98,10 @@ class _Failure:
 class Runner:
     """Runs the cross product described by a ``RunConfig`` with specs from a ``Registry``."""
 
-    def __init__(self, registry: Registry, config: RunConfig, hooks: Hooks | None = None) -> None:
+    def __init__(self, registry: Registry, config: RunConfig, events: RunEvents | None = None) -> None:
         self.registry = registry
         self.config = config
-        self.hooks = hooks or Hooks()
+        self.events = events or RunEvents()
         self.device = select_device(config.device)
         self.cache = FeatureCache(config.path(config.cache_dir) if config.cache_dir else None)
         self.results_dir = config.path(config.results_dir)
@@ -125,6 +115,7 @@ class Runner:
         # under torchrun every rank runs the whole plan; only rank 0 writes results
         self.writes = _is_main_process()
         self._memory_notes: list[str] = []  # out-of-memory retries of the current cell, for its record
+        self._chunks_to_drop: list[str] = []  # cache entries of a chunked extraction, once it is whole
 
     # ------------------------------------------------------------------ planning
     def plan(self) -> list[Cell]:
@@ -143,6 +134,8 @@ class Runner:
         self.check(cells)
         outcomes: list[CellOutcome] = []
         current_backbone: str | None = None
+        self.events.run_start(len(cells))
+        self._remove_stale_temporaries()
         for cell in cells:
             if current_backbone is not None and cell.backbone.name != current_backbone:
                 self._release_backbone(current_backbone)
@@ -152,26 +145,98 @@ class Runner:
             if outcome.status == "error" and self.config.fail_fast:
                 break
         if self.writes:
-            self.refresh_leaderboard()
+            try:
+                self.refresh_leaderboard()
+            except OSError as exc:
+                self.events.log(f"the leaderboard was not updated: {_os_reason(exc)}; run `medfm leaderboard` later")
         return outcomes
+
+    def _check_writable(self) -> None:
+        """The results folder and the leaderboard can be written: found before any cell runs."""
+        results, board = self.results_dir, self.config.path(self.config.leaderboard)
+        if results.exists() and not results.is_dir():
+            raise UserError(f"--results {results} is a file, not a folder; name a folder")
+        if board.is_dir():
+            raise UserError(f"--leaderboard {board} is a folder; name a markdown file")
+        try:
+            results.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the results folder {results}: {_os_reason(exc)}") from None
+        if not os.access(results, os.W_OK | os.X_OK):
+            raise UserError(f"the results folder {results} is not writable; fix its permissions or pass --results")
+
+    def _remove_stale_temporaries(self) -> None:
+        """Half-written files of an earlier run that was killed (a feature file can be large)."""
+        removed = remove_stale_temporaries(self.results_dir) + remove_stale_temporaries(self.cache.root)
+        if removed:
+            size = sum(n for _, n in removed)
+            self.events.log(
+                f"removed {len(removed)} temporary file(s) left by a run that was stopped"
+                + (f" ({size / 1e6:.1f} MB)" if size else "")
+            )
 
     def check(self, cells: Iterable[Cell]) -> None:
         """Settings that would make every cell fail, found before any runs: a ``UserError``."""
+        cells = list(cells)
         from .preprocessing import RESIZE_POLICIES
 
         if self.config.resize is not None and self.config.resize not in RESIZE_POLICIES:
             raise UserError(f"--resize {self.config.resize!r} is not a resize policy; use one of {RESIZE_POLICIES}")
+        if self.config.extraction_chunk < 1:
+            raise UserError(f"extraction_chunk must be at least 1; got {self.config.extraction_chunk}")
         if self.config.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1; got {self.config.batch_size}")
-        if not 0 <= self.config.seed < 2 ** 62:
+        if not 0 <= self.config.seed < 2**62:
             raise UserError(f"--seed must be a non-negative integer; got {self.config.seed}")
         if not 0 <= self.config.bootstrap <= MAX_RESAMPLES:
             raise UserError(f"--bootstrap must be between 0 and {MAX_RESAMPLES}; got {self.config.bootstrap}")
         if self.config.bootstrap < MIN_RESAMPLES:
-            self.hooks.log(f"--bootstrap {self.config.bootstrap}: records with fewer than {MIN_RESAMPLES} resamples "
-                           "are kept but not ranked on the leaderboard")
+            self.events.log(
+                f"--bootstrap {self.config.bootstrap}: records with fewer than {MIN_RESAMPLES} resamples "
+                "are kept but not ranked on the leaderboard"
+            )
+        self._check_option_tables(cells)
+        for backbone in {c.backbone.name: c.backbone for c in cells}.values():
+            given = {k: v for k, v in self._backbone_options(backbone).items() if k not in PREPROCESSING_OPTIONS}
+            check_plugin_options("backbone", backbone.name, backbone.options, given, backbone.limits)
+        for dataset in {c.dataset.name: c.dataset for c in cells}.values():
+            given = self.config.options_for("dataset", dataset.name)
+            check_plugin_options("dataset", dataset.name, dataset.options, given, dataset.limits)
         for protocol in {c.protocol.name: c.protocol for c in cells}.values():
-            check_protocol_options(protocol.name, protocol.defaults, self.config.options_for("protocol", protocol.name))
+            given = as_declared(protocol.defaults, self.config.options_for("protocol", protocol.name))
+            check_plugin_options("protocol", protocol.name, protocol.defaults, given, protocol.limits)
+            if protocol.validate is not None:
+                try:
+                    protocol.validate({**protocol.defaults, **given})
+                except UserError:
+                    raise
+                except Exception as exc:
+                    raise UserError(
+                        f"protocol {protocol.name!r}: its options do not validate: {type(exc).__name__}: {exc}"
+                    ) from None
+        if self.writes:  # last: it creates the results folder, which a mistake above must not
+            self._check_writable()
+
+    def _check_option_tables(self, cells: list[Cell]) -> None:
+        """Every options table (``--set KIND.NAME.KEY=...`` or a run file's ``[KIND."NAME"]``) names
+        a spec that exists: a misspelt name would otherwise run the defaults without a word."""
+        import fnmatch
+
+        from .errors import UnknownNameError
+
+        for kind, tables in self.config.options.items():
+            planned = {getattr(c, kind).name for c in cells}
+            for key in tables:
+                where = f'options for {kind} {key!r} (--set {kind}.{key}.KEY=VALUE or a [{kind}."{key}"] table)'
+                if any(ch in key for ch in "*?["):
+                    known = planned | set(self.registry.names(kind))
+                    if not any(fnmatch.fnmatchcase(n, key) for n in known):
+                        raise UserError(f"{where}: the pattern matches no registered {kind}; see `medfm list {kind}s`")
+                    continue
+                try:
+                    self.registry.get(kind, key.split("@", 1)[0])
+                except UnknownNameError as exc:
+                    raise UserError(f"{where}: {exc}") from None
 
     def refresh_leaderboard(self) -> bool:
         """Regenerate the leaderboard from the verified records under the results folder."""
@@ -181,18 +246,25 @@ class Runner:
         target = self.config.path(self.config.leaderboard)
         scan = scan_results(self.results_dir, self.known)
         for rejected in scan.rejected:
-            self.hooks.log(f"not on the leaderboard: {rejected.problem}")
+            self.events.log(f"not on the leaderboard: {rejected.problem}")
         policy = load_policy(target.parent)
         return leaderboard.update_file(target, build_standings(scan, self.known, policy))
 
     def cell_config(self, cell: Cell) -> dict[str, Any]:
         """Everything that determines a cell's numbers; its hash decides whether to rerun."""
-        protocol_options = {**cell.protocol.defaults, **self.config.options_for("protocol", cell.protocol.name)}
+        given = as_declared(cell.protocol.defaults, self.config.options_for("protocol", cell.protocol.name))
+        protocol_options = {**cell.protocol.defaults, **given}
         return {
-            "backbone": {"name": cell.backbone.name, "revision": cell.backbone.revision,
-                         "options": self._backbone_options(cell.backbone)},
-            "dataset": {"name": cell.dataset.name, "revision": cell.dataset.revision,
-                        "options": self.config.options_for("dataset", cell.dataset.name)},
+            "backbone": {
+                "name": cell.backbone.name,
+                "revision": cell.backbone.revision,
+                "options": self._backbone_options(cell.backbone),
+            },
+            "dataset": {
+                "name": cell.dataset.name,
+                "revision": cell.dataset.revision,
+                "options": self.config.options_for("dataset", cell.dataset.name),
+            },
             "protocol": {"name": cell.protocol.name, "version": cell.protocol.version, "options": protocol_options},
             "seed": self.config.seed,
             "bootstrap_resamples": self.config.bootstrap,
@@ -205,8 +277,14 @@ class Runner:
 
     def paths(self, cell: Cell) -> CellPaths:
         """This run's submission files for ``cell`` (``<submitter>.seed<seed>.*``)."""
-        return cell_paths(self.results_dir, cell.backbone.name, cell.dataset.name, cell.protocol.name,
-                          self.submitter, self.config.seed)
+        return cell_paths(
+            self.results_dir,
+            cell.backbone.name,
+            cell.dataset.name,
+            cell.protocol.name,
+            self.submitter,
+            self.config.seed,
+        )
 
     def _backbone_options(self, spec: BackboneSpec) -> dict[str, Any]:
         options = self.config.options_for("backbone", spec.name)
@@ -215,27 +293,52 @@ class Runner:
         return options
 
     def run_cell(self, cell: Cell) -> CellOutcome:
-        """Run one cell, or skip it if its current record exists; never raises for cell failures."""
+        """Run one cell, or skip it if its current record exists; never raises for cell failures,
+        including an output that cannot be written (the other cells still run)."""
+        start = time.perf_counter()
+        try:
+            return self._run_cell(cell)
+        except OSError as exc:
+            outcome = CellOutcome(
+                cell,
+                "error",
+                None,
+                seconds=time.perf_counter() - start,
+                message=f"cannot write this cell's results: {_os_reason(exc)}; check the results folder "
+                "(free space, permissions)",
+            )
+            self.events.cell_end(outcome)
+            return outcome
+
+    def _run_cell(self, cell: Cell) -> CellOutcome:
         paths = self.paths(cell)
         config = self.cell_config(cell)
         config_hash = self.config_hash(config)
         if not self.config.rerun:
-            cached = self._current_record(paths.record, config_hash, config)
+            cached = self._current_record(cell, paths.record, config_hash, config)
             if cached is not None:
                 outcome = _outcome_from_record(cell, "cached", paths.record, cached)
-                self.hooks.cell_end(outcome)
+                self.events.cell_end(outcome)
                 return outcome
-        self.hooks.cell_start(cell)
+        self.events.cell_start(cell)
         start = time.perf_counter()
         seed = cell_seed(self.config.seed, cell.backbone.name, cell.dataset.name, cell.protocol.name)
         base = self._record_base(cell, config, config_hash, seed)
         try:
             record = self._execute(cell, config, seed, base, paths)
+        except _OutputNotWritten as failure:  # the results folder itself: see run_cell
+            raise failure.error from None
         except Exception as exc:  # one cell's failure must not stop the others
             tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-            record = {**base, "status": "error",
-                      "error": {"type": type(exc).__name__, "message": str(exc) or repr(exc),
-                                "traceback": "".join(tb[-TRACEBACK_LINES:])}}
+            record = {
+                **base,
+                "status": "error",
+                "error": {
+                    "type": type(exc).__name__,
+                    "message": str(exc) or repr(exc),
+                    "traceback": "".join(tb[-TRACEBACK_LINES:]),
+                },
+            }
             record["timings"] = {"total_s": round(time.perf_counter() - start, 3)}
             message = f"{type(exc).__name__}: {exc}"
             record = portable(record, self._roots)
@@ -247,66 +350,125 @@ class Runner:
                 with cell_lock(paths):
                     write_record(paths.record, record)
                     paths.predictions.unlink(missing_ok=True)
-            outcome = CellOutcome(cell, "error", paths.failed if kept else paths.record,
-                                  seconds=time.perf_counter() - start, message=message)
-            self.hooks.cell_end(outcome)
+            outcome = CellOutcome(
+                cell,
+                "error",
+                paths.failed if kept else paths.record,
+                seconds=time.perf_counter() - start,
+                message=message,
+            )
+            self.events.cell_end(outcome)
             return outcome
         outcome = _outcome_from_record(cell, "ok", paths.record, record)
         outcome.seconds = time.perf_counter() - start
-        self.hooks.cell_end(outcome)
+        self.events.cell_end(outcome)
         return outcome
 
-    def _current_record(self, path: Path, config_hash: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    def _current_record(
+        self, cell: Cell, path: Path, config_hash: str, config: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The record at ``path`` if it is current: verified, same configuration, and neither the
+        weights file nor the data set's files changed since it was written."""
         if not path.exists():
             return None
         checked = verify_file(path, self.results_dir, self.known)
         if not checked.valid:
-            self.hooks.log(f"recomputing: {checked.problem}")
+            self.events.log(f"recomputing: {checked.problem}")
             return None
         record = checked.record
+        assert record is not None  # a valid entry holds its record
         if record["status"] != "ok" or record["config_hash"] != config_hash:
             return None
         weights = config["backbone"]["options"].get("weights")
-        if isinstance(weights, str) and Path(weights).is_file() and \
-                sha256_file_memo(weights) != record["backbone"].get("weights_sha256"):
-            self.hooks.log(f"recomputing {path.name}: the weights file {Path(weights).name} changed since it was written")
+        if (
+            isinstance(weights, str)
+            and Path(weights).is_file()
+            and sha256_file_memo(weights) != record["backbone"].get("weights_sha256")
+        ):
+            self.events.log(
+                f"recomputing {path.name}: the weights file {Path(weights).name} changed since it was written"
+            )
+            return None
+        changed = self._data_changed(cell.dataset, record)
+        if changed:
+            self.events.log(f"recomputing {path.name}: {changed}")
             return None
         return record
+
+    def _data_changed(self, spec: DatasetSpec, record: dict[str, Any]) -> str | None:
+        """Why the data set's files no longer match the record (``None`` when they do).
+
+        The data set is loaded (once per run) to compare its fingerprint, and for file-based sets
+        the state of the files on disk now (paths, sizes, modification times): a file replaced
+        by another of the same size is caught too. A data set that no longer loads is changed.
+        """
+        try:
+            dataset = self._dataset(spec)
+        except Exception as exc:
+            return f"the data set {spec.name} does not load any more ({type(exc).__name__})"
+        stated = record.get("dataset") or {}
+        if dataset.fingerprint != stated.get("fingerprint"):
+            return f"the data set {spec.name} changed since it was written (its fingerprint differs)"
+        now, then = (dataset.info or {}).get("disk_state"), (stated.get("info") or {}).get("disk_state")
+        if now is not None and now != then:
+            return f"files of the data set {spec.name} were modified since it was written"
+        return None
 
     def _holds_good_record(self, path: Path) -> bool:
         """Whether ``path`` holds a verified, successful record (with its predictions)."""
         if not path.exists():
             return False
         checked = verify_file(path, self.results_dir, self.known)
-        return checked.valid and checked.record["status"] == "ok"
+        return checked.valid and checked.record is not None and checked.record["status"] == "ok"
 
     def _record_base(self, cell: Cell, config: dict, config_hash: str, seed: int) -> dict[str, Any]:
         def prov(kind: str, name: str) -> dict[str, Any]:
             info = self.registry.provenance(kind, name)
-            return {"name": info.name if info else None, "distribution": info.distribution if info else None,
-                    "version": info.version if info else None}
+            return {
+                "name": info.name if info else None,
+                "distribution": info.distribution if info else None,
+                "version": info.version if info else None,
+            }
 
         return {
             "schema_version": SCHEMA_VERSION,
             "submission": submission_block(self.submitter, self.config.seed, self._versions.get("medfm"), self.device),
-            "backbone": {"name": cell.backbone.name, "revision": cell.backbone.revision,
-                         "plugin": prov("backbone", cell.backbone.name), "params": cell.backbone.params,
-                         "objective": cell.backbone.objective, "pretraining": cell.backbone.pretraining},
-            "dataset": {"name": cell.dataset.name, "revision": cell.dataset.revision,
-                        "plugin": prov("dataset", cell.dataset.name), "task": cell.dataset.task,
-                        "classes": list(cell.dataset.classes), "primary_metric": cell.dataset.primary_metric,
-                        "modality": cell.dataset.modality},
-            "protocol": {"name": cell.protocol.name, "version": cell.protocol.version,
-                         "plugin": prov("protocol", cell.protocol.name)},
-            "config": config, "config_hash": config_hash, "seed": seed,
-            "versions": self._versions, "device": describe(self.device),
+            "backbone": {
+                "name": cell.backbone.name,
+                "revision": cell.backbone.revision,
+                "plugin": prov("backbone", cell.backbone.name),
+                "params": cell.backbone.params,
+                "objective": cell.backbone.objective,
+                "pretraining": cell.backbone.pretraining,
+            },
+            "dataset": {
+                "name": cell.dataset.name,
+                "revision": cell.dataset.revision,
+                "plugin": prov("dataset", cell.dataset.name),
+                "task": cell.dataset.task,
+                "classes": list(cell.dataset.classes),
+                "primary_metric": cell.dataset.primary_metric,
+                "modality": cell.dataset.modality,
+            },
+            "protocol": {
+                "name": cell.protocol.name,
+                "version": cell.protocol.version,
+                "plugin": prov("protocol", cell.protocol.name),
+            },
+            "config": config,
+            "config_hash": config_hash,
+            "seed": seed,
+            "versions": self._versions,
+            "device": describe(self.device),
         }
 
     def _execute(self, cell: Cell, config: dict, seed: int, base: dict, paths: CellPaths) -> dict[str, Any]:
         dataset = self._dataset(cell.dataset)
         if dataset.task not in cell.protocol.tasks:
-            raise UserError(f"protocol {cell.protocol.name!r} does not support {dataset.task} tasks "
-                            f"(data set {cell.dataset.name!r}); it supports {list(cell.protocol.tasks)}")
+            raise UserError(
+                f"protocol {cell.protocol.name!r} does not support {dataset.task} tasks "
+                f"(data set {cell.dataset.name!r}); it supports {list(cell.protocol.tasks)}"
+            )
         options = config["protocol"]["options"]
         self._memory_notes = []
         kinds = cell.protocol.feature_kinds(options)
@@ -318,18 +480,29 @@ class Runner:
                 used_kinds.append(fs.kind)
             return fs
 
-        ctx = Context(backbone_spec=cell.backbone, dataset_spec=cell.dataset, protocol_spec=cell.protocol,
-                      options=options, seed=seed, device=self.device,
-                      dataset_loader=lambda: dataset, backbone_loader=lambda: self._backbone(cell.backbone),
-                      feature_loader=load_features, log=self.hooks.log,
-                      work_dir=paths.work, record_path=paths.record)
+        ctx = Context(
+            backbone_spec=cell.backbone,
+            dataset_spec=cell.dataset,
+            protocol_spec=cell.protocol,
+            options=options,
+            seed=seed,
+            device=self.device,
+            dataset_loader=lambda: dataset,
+            backbone_loader=lambda: self._backbone(cell.backbone),
+            feature_loader=load_features,
+            log=self.events.log,
+            work_dir=paths.work,
+            record_path=paths.record,
+        )
         test_split = dataset.split("test")
         test_set = identity_block(test_split, dataset.info)
         published = getattr(cell.dataset, "test_identity", None)
         if published is not None and published != test_set["identity"]:
-            raise UserError(f"data set {cell.dataset.name!r}: the test split read from its files is not the "
-                            f"published one (identity {test_set['identity'][:12]}, published {published[:12]}); "
-                            "use the official files")
+            raise UserError(
+                f"data set {cell.dataset.name!r}: the test split read from its files is not the "
+                f"published one (identity {test_set['identity'][:12]}, published {published[:12]}); "
+                "use the official files"
+            )
         seed_everything(seed)
         start = time.perf_counter()
         with deterministic():
@@ -339,43 +512,78 @@ class Runner:
         # metrics from exactly the float32 scores that are stored, so the record verifies
         preds.scores = np.asarray(preds.scores, dtype=np.float32).astype(np.float64)
         groups = preds.groups if preds.groups is not None else None
-        metrics = evaluate(dataset.task, preds.labels, preds.scores, groups=groups,
-                           resamples=self.config.bootstrap, seed=seed)
-        flags = sorted(set(output.flags) | set(degenerate_flags(dataset.task, preds.labels, preds.scores, metrics)))
+        metrics = evaluate(
+            dataset.task, preds.labels, preds.scores, groups=groups, resamples=self.config.bootstrap, seed=seed
+        )
+        raised = set(output.flags) | set(degenerate_flags(dataset.task, preds.labels, preds.scores, metrics))
+        if self.config.bootstrap < MIN_RESAMPLES:  # intervals too rough to rank by: say so in the record
+            raised.add(FEW_RESAMPLES)
+        flags = sorted(raised)
         backbone = self._backbones.get(cell.backbone.name)
         record = dict(base)
         record["backbone"] = dict(base["backbone"])
         if isinstance(backbone, Backbone):
-            record["backbone"].update({
-                "params": backbone.num_parameters, "weights_sha256": backbone.weights_sha256,
-                "weights_source": backbone.weights_source, "preprocessing": backbone.preprocessing.as_dict(),
-                "feature_kind": ",".join(used_kinds) or None})
-        record["dataset"] = {**base["dataset"], "fingerprint": dataset.fingerprint,
-                             "classes": [str(c) for c in dataset.classes] or list(cell.dataset.classes),
-                             "split_sizes": {s: len(dataset.split(s)) for s in dataset.split_names},
-                             "info": _jsonable(dataset.info)}
+            record["backbone"].update(
+                {
+                    "params": backbone.num_parameters,
+                    "weights_sha256": backbone.weights_sha256,
+                    "weights_source": backbone.weights_source,
+                    "preprocessing": backbone.preprocessing.as_dict(),
+                    "feature_kind": ",".join(used_kinds) or None,
+                }
+            )
+        record["dataset"] = {
+            **base["dataset"],
+            "fingerprint": dataset.fingerprint,
+            "classes": [str(c) for c in dataset.classes] or list(cell.dataset.classes),
+            "split_sizes": {s: len(dataset.split(s)) for s in dataset.split_names},
+            "info": _jsonable(dataset.info),
+        }
         record["test_set"] = test_set
         extraction = ctx.timings.pop("extraction", 0.0)
-        timings = {"extraction_s": round(extraction, 3), "fit_s": round(max(0.0, total - extraction), 3),
-                   "total_s": round(time.perf_counter() - start, 3),
-                   **{f"{k}_s": round(v, 3) for k, v in ctx.timings.items()}}
-        record.update({
-            "status": "ok", "primary_metric": cell.dataset.primary_metric,
-            "metrics": {k: v.as_dict() for k, v in metrics.items()},
-            "ci": {"method": "percentile bootstrap", "level": 0.95, "resamples": self.config.bootstrap,
-                   "unit": "patient" if groups is not None else "sample"},
-            "flags": flags, "selected": _jsonable(output.selected), "extra": _jsonable(output.extra),
-            "timings": timings, "error": None,
-        })
+        timings = {
+            "extraction_s": round(extraction, 3),
+            "fit_s": round(max(0.0, total - extraction), 3),
+            "total_s": round(time.perf_counter() - start, 3),
+            **{f"{k}_s": round(v, 3) for k, v in ctx.timings.items()},
+        }
+        record.update(
+            {
+                "status": "ok",
+                "primary_metric": cell.dataset.primary_metric,
+                "metrics": {k: v.as_dict() for k, v in metrics.items()},
+                "ci": {
+                    "method": "percentile bootstrap",
+                    "level": 0.95,
+                    "resamples": self.config.bootstrap,
+                    "unit": "patient" if groups is not None else "sample",
+                },
+                "flags": flags,
+                "selected": _jsonable(output.selected),
+                "extra": _jsonable(output.extra),
+                "timings": timings,
+                "error": None,
+            }
+        )
         if self._memory_notes:
             record["extra"]["extraction_memory"] = list(self._memory_notes)
         if cell.dataset.primary_metric not in record["metrics"]:
-            raise ValueError(f"data set {cell.dataset.name!r} declares primary metric "
-                             f"{cell.dataset.primary_metric!r}, which is not computed for {dataset.task} tasks")
+            raise ValueError(
+                f"data set {cell.dataset.name!r} declares primary metric "
+                f"{cell.dataset.primary_metric!r}, which is not computed for {dataset.task} tasks"
+            )
         record = portable(record, self._roots)
         if self.writes:
-            write_result(paths, record, preds)  # under the submission's lock, with its predictions
+            try:
+                write_result(paths, record, preds)  # under the submission's lock, with its predictions
+            except OSError as exc:
+                raise _OutputNotWritten(exc) from exc
             paths.failed.unlink(missing_ok=True)
+            for action in ctx.after_record:  # e.g. deleting checkpoints: only now that the record exists
+                try:
+                    action()
+                except Exception as exc:  # tidying up must not fail a computed cell
+                    self.events.log(f"{cell.label}: cleaning up after the record failed: {type(exc).__name__}: {exc}")
         else:  # another rank writes the files; this record is never written
             record["predictions"] = {"file": paths.predictions.name, "sha256": "0" * 64, "n": len(preds.ids)}
         return record
@@ -424,16 +632,24 @@ class Runner:
 
     def _feature_key_parts(self, cell: Cell, backbone: Backbone, dataset: Dataset, split: str, kind: str) -> dict:
         return {
-            "backbone": {"name": cell.backbone.name.split("@")[0], "revision": cell.backbone.revision,
-                         "weights": backbone.weights_sha256 or _state_digest(backbone)},
-            "kind": kind, "preprocessing": backbone.preprocessing.as_dict(),
-            "dataset": {"name": cell.dataset.name, "revision": cell.dataset.revision,
-                        "fingerprint": dataset.fingerprint},
+            "backbone": {
+                "name": cell.backbone.name.split("@")[0],
+                "revision": cell.backbone.revision,
+                "weights": backbone.weights_sha256 or _state_digest(backbone),
+            },
+            "kind": kind,
+            "preprocessing": backbone.preprocessing.as_dict(),
+            "dataset": {
+                "name": cell.dataset.name,
+                "revision": cell.dataset.revision,
+                "fingerprint": dataset.fingerprint,
+            },
             "split": split,
         }
 
-    def _feature_set(self, cell: Cell, dataset: Dataset, split: str, kind: str, planned: Iterable[str],
-                     ctx: Context) -> FeatureSet:
+    def _feature_set(
+        self, cell: Cell, dataset: Dataset, split: str, kind: str, planned: Iterable[str], ctx: Context
+    ) -> FeatureSet:
         backbone = self._backbone(cell.backbone)
         kind = backbone.resolve_kind(kind)
         data = dataset.split(split)
@@ -443,11 +659,59 @@ class Runner:
             if tensors is None:
                 self._extract_missing(cell, backbone, dataset, split, [kind, *planned], ctx, known_missing=kind)
             else:
-                self._features[key] = FeatureSet(tensors["features"], data.labels, data.groups, data.ids, kind)
+                self._features[key] = FeatureSet(tensors["features"], data.labels, data.groups, _ids(data), kind)
         return self._features[key]
 
-    def _extract_missing(self, cell: Cell, backbone: Backbone, dataset: Dataset, split: str,
-                         kinds: Iterable[str], ctx: Context, known_missing: str | None = None) -> None:
+    def _extract_in_chunks(
+        self, backbone: Backbone, images: Any, wanted: dict[str, dict], advance: Callable[[int], None]
+    ) -> ExtractionResult:
+        """Extract every wanted kind for ``images``, a chunk of images at a time, each chunk kept in
+        the feature cache as soon as it is done: a run killed during a long extraction loses at most
+        one chunk. Chunks hold whole batches, so the features equal those of one pass; the chunk
+        entries are removed once the whole split is cached."""
+        batch = max(1, self.config.batch_size)
+        chunk = max(batch, self.config.extraction_chunk // batch * batch)
+        n = len(images)
+        if n <= chunk:
+            return extract_features(
+                backbone, images, list(wanted), self.device, batch_size=batch,
+                num_workers=self.config.workers, amp=self.config.amp, progress=advance,
+            )  # fmt: skip
+        parts: dict[str, list] = {k: [] for k in wanted}
+        chunk_keys: list[str] = []
+        seconds, retries, used_batch = 0.0, 0, batch
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            keys = {k: feature_key({**p, "chunk": [start, stop]}) for k, p in wanted.items()}
+            chunk_keys += keys.values()
+            cached = {k: self.cache.get(key) for k, key in keys.items()}
+            if all(c is not None for c in cached.values()):
+                for k, c in cached.items():
+                    parts[k].append(c["features"])  # type: ignore[index]
+                advance(stop - start)
+                continue
+            got = extract_features(
+                backbone, _Slice(images, start, stop), list(wanted), self.device, batch_size=batch,
+                num_workers=self.config.workers, amp=self.config.amp, progress=advance,
+            )  # fmt: skip
+            seconds, retries, used_batch = seconds + got.seconds, retries + got.oom_retries, got.batch_size
+            for k, key in keys.items():
+                self.cache.put(key, {"features": got.features[k]}, {**wanted[k], "chunk": [start, stop]})
+                parts[k].append(got.features[k])
+        features = {k: torch.cat(v) for k, v in parts.items()}
+        self._chunks_to_drop = chunk_keys
+        return ExtractionResult(features, seconds, n, used_batch, retries)
+
+    def _extract_missing(
+        self,
+        cell: Cell,
+        backbone: Backbone,
+        dataset: Dataset,
+        split: str,
+        kinds: Iterable[str],
+        ctx: Context,
+        known_missing: str | None = None,
+    ) -> None:
         data = dataset.split(split)
         wanted: dict[str, dict] = {}
         for k in kinds:
@@ -461,28 +725,46 @@ class Runner:
                 continue
             cached = None if k == known_missing else self.cache.get(key)
             if cached is not None:
-                self._features[key] = FeatureSet(cached["features"], data.labels, data.groups, data.ids, k)
+                self._features[key] = FeatureSet(cached["features"], data.labels, data.groups, _ids(data), k)
             else:
                 wanted[k] = parts
         if not wanted:
             return
-        advance = self.hooks.extraction(f"{cell.backbone.name} on {cell.dataset.name}/{split}", len(data))
+        advance = self.events.extraction(f"{cell.backbone.name} on {cell.dataset.name}/{split}", len(data))
         try:
             with ctx.timer("extraction"):
-                result = extract_features(backbone, data.images, list(wanted), self.device,
-                                          batch_size=self.config.batch_size, num_workers=self.config.workers,
-                                          amp=self.config.amp, progress=advance)
+                result = self._extract_in_chunks(backbone, data.images, wanted, advance)
         finally:
-            self.hooks.extraction_done()
+            self.events.extraction_done()
         if result.oom_retries:
-            message = (f"out of memory extracting {cell.backbone.name} on {cell.dataset.name}/{split}: batch size "
-                       f"halved {result.oom_retries} time(s), to {result.batch_size}")
-            self.hooks.log(message)
+            message = (
+                f"out of memory extracting {cell.backbone.name} on {cell.dataset.name}/{split}: batch size "
+                f"halved {result.oom_retries} time(s), to {result.batch_size}"
+            )
+            self.events.log(message)
             self._memory_notes.append(message)
         for k, parts in wanted.items():
             key = feature_key(parts)
             self.cache.put(key, {"features": result.features[k]}, parts)
-            self._features[key] = FeatureSet(result.features[k], data.labels, data.groups, data.ids, k)
+            self._features[key] = FeatureSet(result.features[k], data.labels, data.groups, _ids(data), k)
+        for key in self._chunks_to_drop:  # the whole split is cached now
+            self.cache.path(key).unlink(missing_ok=True)
+        self._chunks_to_drop = []
+
+
+class _Slice:
+    """Images ``start:stop`` of an image source, as an image source."""
+
+    def __init__(self, images: Any, start: int, stop: int) -> None:
+        self.images, self.start, self.stop = images, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.images[self.start + index]
 
 
 def _is_main_process() -> bool:
@@ -502,17 +784,39 @@ def _state_digest(backbone: Backbone) -> str:
             h.update(name.encode())
             h.update(str((str(t.dtype), tuple(t.shape))).encode())
             if t.numel():
-                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool else t.numpy().tobytes())
+                h.update(
+                    t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool else t.numpy().tobytes()
+                )
         cached = h.hexdigest()
-        backbone._medfm_state_digest = cached
+        backbone._medfm_state_digest = cached  # type: ignore[attr-defined]  # memo on the instance
     return cached
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OS error in one line: what failed and on which file."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or type(exc).__name__}{where}"
+
+
+def _ids(split: Any) -> Sequence[str]:
+    """A split's sample ids (``Split`` names every sample once it is built)."""
+    assert split.ids is not None
+    return split.ids
 
 
 def _outcome_from_record(cell: Cell, status: str, path: Path, record: dict[str, Any]) -> CellOutcome:
     metric = record.get("primary_metric")
     m = (record.get("metrics") or {}).get(metric or "", {})
-    return CellOutcome(cell, status, path, metric, m.get("value"), (m.get("ci_low"), m.get("ci_high")),
-                       list(record.get("flags") or []), float((record.get("timings") or {}).get("total_s", 0.0)))
+    return CellOutcome(
+        cell,
+        status,
+        path,
+        metric,
+        m.get("value"),
+        (m.get("ci_low"), m.get("ci_high")),
+        list(record.get("flags") or []),
+        float((record.get("timings") or {}).get("total_s", 0.0)),
+    )
 
 
 def _jsonable(obj: Any) -> Any:

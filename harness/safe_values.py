@@ -58,8 +58,13 @@ def strict_json(data: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant,
-                          object_pairs_hook=_no_duplicate_keys)
+        return json.loads(
+            text,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_parse_constant,
+            object_pairs_hook=_no_duplicate_keys,
+        )
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
     except RecursionError:
@@ -112,7 +117,7 @@ def check_values(obj: Any, where: str = "", multiline_keys: frozenset[str] = fro
     elif isinstance(obj, bool) or obj is None:
         return
     elif isinstance(obj, int):
-        if abs(obj) > 10 ** MAX_INT_DIGITS:
+        if abs(obj) > 10**MAX_INT_DIGITS:
             raise ValueError(f"{where}: integer too large")
     elif isinstance(obj, float):
         if not math.isfinite(obj) or abs(obj) > MAX_NUMBER:

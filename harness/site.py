@@ -38,7 +38,7 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _asset(name: str) -> str:
-    return resources.files("medfm").joinpath(ASSETS, name).read_text(encoding="utf-8")
+    return resources.files("medfm").joinpath(ASSETS).joinpath(name).read_text(encoding="utf-8")
 
 
 def _csp_hash(text: str) -> str:
@@ -54,8 +54,13 @@ def embedded_json(obj: Any) -> str:
 def render_page(standings: Standings) -> str:
     """The page's HTML, with script, style and data inline."""
     style, script = _asset("style.css"), _asset("app.js")
-    parts = {"STYLE": style, "SCRIPT": script, "DATA": embedded_json(standings.as_dict()),
-             "STYLE_HASH": _csp_hash(style), "SCRIPT_HASH": _csp_hash(script)}
+    parts = {
+        "STYLE": style,
+        "SCRIPT": script,
+        "DATA": embedded_json(standings.as_dict()),
+        "STYLE_HASH": _csp_hash(style),
+        "SCRIPT_HASH": _csp_hash(script),
+    }
     # one pass: text substituted in is never scanned for placeholders again
     return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _asset("index.html"))
 
@@ -67,10 +72,33 @@ def _csv_safe(value: Any) -> Any:
     return value
 
 
-CSV_FIELDS = ("section", "protocol", "protocol_version", "protocol_distribution", "block", "rank", "group",
-              "backbone", "weights_sha256", "params", "objective", "dataset", "test_identity", "test_cases",
-              "metric", "value", "ci_low", "ci_high", "sd", "replicates", "seeds", "row_mean", "warnings",
-              "not_ranked_because", "records")
+CSV_FIELDS = (
+    "section",
+    "protocol",
+    "protocol_version",
+    "protocol_distribution",
+    "block",
+    "rank",
+    "group",
+    "backbone",
+    "weights_sha256",
+    "params",
+    "objective",
+    "dataset",
+    "test_identity",
+    "test_cases",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "sd",
+    "replicates",
+    "seeds",
+    "row_mean",
+    "warnings",
+    "not_ranked_because",
+    "records",
+)
 
 
 def csv_rows(standings: Standings) -> list[dict[str, Any]]:
@@ -83,16 +111,35 @@ def csv_rows(standings: Standings) -> list[dict[str, Any]]:
             for row in rows:
                 for key, cell in sorted(row.cells.items(), key=lambda kv: cols[kv[0]].label):
                     d = cell.as_dict()
-                    out.append({
-                        "section": table.section, "protocol": table.protocol, "protocol_version": table.version,
-                        "protocol_distribution": table.distribution, "block": block, "rank": row.rank,
-                        "group": row.group, "backbone": row.label, "weights_sha256": row.weights_sha256,
-                        "params": row.params, "objective": row.objective, "dataset": cols[key].label,
-                        "test_identity": cols[key].identity, "test_cases": cols[key].n_cases,
-                        "metric": cols[key].metric, "value": d["value"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
-                        "sd": d["sd"], "replicates": d["n"], "seeds": " ".join(map(str, d["seeds"])),
-                        "row_mean": row.mean, "warnings": "; ".join(d["warnings"]),
-                        "not_ranked_because": "; ".join(d["reasons"]), "records": " ".join(d["records"])})
+                    out.append(
+                        {
+                            "section": table.section,
+                            "protocol": table.protocol,
+                            "protocol_version": table.version,
+                            "protocol_distribution": table.distribution,
+                            "block": block,
+                            "rank": row.rank,
+                            "group": row.group,
+                            "backbone": row.label,
+                            "weights_sha256": row.weights_sha256,
+                            "params": row.params,
+                            "objective": row.objective,
+                            "dataset": cols[key].label,
+                            "test_identity": cols[key].identity,
+                            "test_cases": cols[key].n_cases,
+                            "metric": cols[key].metric,
+                            "value": d["value"],
+                            "ci_low": d["ci_low"],
+                            "ci_high": d["ci_high"],
+                            "sd": d["sd"],
+                            "replicates": d["n"],
+                            "seeds": " ".join(map(str, d["seeds"])),
+                            "row_mean": row.mean,
+                            "warnings": "; ".join(d["warnings"]),
+                            "not_ranked_because": "; ".join(d["reasons"]),
+                            "records": " ".join(d["records"]),
+                        }
+                    )
     return out
 
 
@@ -118,10 +165,12 @@ def build_site(folder: str | Path, standings: Standings, scan: Scan) -> Path:
         if ".." in Path(checked.relpath).parts:  # canonical paths never hold '..'; refuse anyway
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(checked.record, indent=2, sort_keys=True, ensure_ascii=True) + "\n",
-                          encoding="utf-8")
-    atomic_write_text(folder / "leaderboard.json", json.dumps(standings.as_dict(), indent=1, sort_keys=True,
-                                                              ensure_ascii=True) + "\n")
+        target.write_text(
+            json.dumps(checked.record, indent=2, sort_keys=True, ensure_ascii=True) + "\n", encoding="utf-8"
+        )
+    atomic_write_text(
+        folder / "leaderboard.json", json.dumps(standings.as_dict(), indent=1, sort_keys=True, ensure_ascii=True) + "\n"
+    )
     atomic_write_text(folder / "leaderboard.csv", render_csv(standings))
     index = folder / "index.html"
     atomic_write_text(index, render_page(standings))

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from .backbone import Backbone
     from .context import Context, ProtocolOutput
     from .dataset import Dataset
+    from .option_checks import OptionLimit
 
 TaskType = Literal["binary", "multiclass", "ordinal", "multilabel", "segmentation"]
 TASK_TYPES: tuple[str, ...] = ("binary", "multiclass", "ordinal", "multilabel", "segmentation")
@@ -23,13 +24,23 @@ def _check_name(kind: str, name: str) -> None:
         raise ValueError(f"{kind} name {name!r} must be a non-empty single-line string")
 
 
+def _check_limits(kind: str, name: str, declared: Mapping[str, Any] | None, limits: Mapping[str, Any]) -> None:
+    if limits and declared is None:
+        raise ValueError(f"{kind} {name!r}: limits need declared options")
+    unknown = sorted(set(limits) - set(declared or {}))
+    if unknown:
+        raise ValueError(f"{kind} {name!r}: limits for undeclared options {unknown}")
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """A backbone: metadata plus a lazy factory ``load(spec, **options) -> Backbone``.
 
     ``params`` is the parameter count of the feature extractor (no classifier head), ``None``
     when it is only known once built (family members). ``input_size``, ``mean``, ``std`` and
-    ``interpolation`` are the model's own pretrained preprocessing.
+    ``interpolation`` are the model's own pretrained preprocessing. ``options`` declares the
+    options ``load`` takes, with their defaults (``None``: undeclared, checked by ``load`` only),
+    and ``limits`` bounds their values; both are checked before any cell runs.
     """
 
     name: str
@@ -48,9 +59,12 @@ class BackboneSpec:
     revision: str = "1"
     feature_kinds: tuple[str, ...] = ()
     description: str = ""
+    options: Mapping[str, Any] | None = None
+    limits: Mapping[str, OptionLimit] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_name("backbone", self.name)
+        _check_limits("backbone", self.name, self.options, self.limits)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"backbone {self.name!r}: objective must be one of {OBJECTIVES}")
 
@@ -58,17 +72,29 @@ class BackboneSpec:
         """The same backbone run at another input resolution (``name@size``)."""
         base = self.name.split("@", 1)[0]
         # params=None: absolute position embeddings change size with the resolution
-        return replace(self, name=f"{base}@{size}", input_size=size, params=None if size != self.input_size else self.params)
+        return replace(
+            self, name=f"{base}@{size}", input_size=size, params=None if size != self.input_size else self.params
+        )
 
     def metadata(self) -> dict[str, Any]:
         """JSON-ready metadata (no factory)."""
         return {
-            "name": self.name, "family": self.family, "params": self.params,
-            "embed_dim": self.embed_dim, "input_size": self.input_size, "mean": list(self.mean),
-            "std": list(self.std), "interpolation": self.interpolation,
-            "pretraining": self.pretraining, "objective": self.objective,
-            "license": self.license, "citation": self.citation, "revision": self.revision,
-            "feature_kinds": list(self.feature_kinds), "description": self.description,
+            "name": self.name,
+            "family": self.family,
+            "params": self.params,
+            "embed_dim": self.embed_dim,
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "pretraining": self.pretraining,
+            "objective": self.objective,
+            "license": self.license,
+            "citation": self.citation,
+            "revision": self.revision,
+            "feature_kinds": list(self.feature_kinds),
+            "description": self.description,
+            "options": None if self.options is None else dict(self.options),
         }
 
 
@@ -81,6 +107,8 @@ class DatasetSpec:
     (``medfm.test_set.split_identity``) of the published test split, where the plugin knows it:
     a run whose files give another test set fails, and a record on another one is rejected.
     ``synthetic`` marks generated data: the leaderboard ranks it in a smoke-test section of its own.
+    ``options`` declares the options ``load`` takes, with their defaults (``None``: undeclared),
+    and ``limits`` bounds their values; both are checked before any cell runs.
     """
 
     name: str
@@ -96,9 +124,12 @@ class DatasetSpec:
     description: str = ""
     test_identity: str | None = None
     synthetic: bool = False
+    options: Mapping[str, Any] | None = None
+    limits: Mapping[str, OptionLimit] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_name("dataset", self.name)
+        _check_limits("dataset", self.name, self.options, self.limits)
         if self.test_identity is not None and not re.fullmatch(r"[0-9a-f]{64}", self.test_identity):
             raise ValueError(f"dataset {self.name!r}: test_identity must be a sha256 hex digest")
         if self.task not in TASK_TYPES:
@@ -110,11 +141,19 @@ class DatasetSpec:
     def metadata(self) -> dict[str, Any]:
         """JSON-ready metadata (no factory)."""
         return {
-            "name": self.name, "task": self.task, "classes": list(self.classes),
-            "splits": dict(self.splits), "primary_metric": self.primary_metric,
-            "modality": self.modality, "license": self.license, "citation": self.citation,
-            "revision": self.revision, "description": self.description, "test_identity": self.test_identity,
+            "name": self.name,
+            "task": self.task,
+            "classes": list(self.classes),
+            "splits": dict(self.splits),
+            "primary_metric": self.primary_metric,
+            "modality": self.modality,
+            "license": self.license,
+            "citation": self.citation,
+            "revision": self.revision,
+            "description": self.description,
+            "test_identity": self.test_identity,
             "synthetic": self.synthetic,
+            "options": None if self.options is None else dict(self.options),
         }
 
 
@@ -124,8 +163,12 @@ class ProtocolSpec:
 
     ``needs`` says what the protocol consumes: ``"features"`` (cached frozen features),
     ``"trainable"`` (the backbone module itself) or ``"masks"``. ``defaults`` are its
-    hyper-parameters, overridable per run. ``feature_kinds(options)`` lists the feature kinds
-    it will ask for, so the runner extracts them in one pass.
+    hyper-parameters, overridable per run, and ``limits`` bounds their values (``k_grid``
+    at least 1, a temperature above 0): both are checked before any cell runs, and so is
+    ``validate(options)`` when given (the merged options; it raises ``UserError`` for a
+    combination the limits cannot express).
+    ``feature_kinds(options)`` lists the feature kinds it will ask for, so the runner extracts
+    them in one pass.
     """
 
     name: str
@@ -137,9 +180,12 @@ class ProtocolSpec:
     description: str = ""
     citation: str = ""
     license: str = "Apache-2.0"
+    limits: Mapping[str, OptionLimit] = field(default_factory=dict)
+    validate: Callable[[Mapping[str, Any]], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_name("protocol", self.name)
+        _check_limits("protocol", self.name, self.defaults, self.limits)
         unknown = set(self.needs) - set(PROTOCOL_NEEDS)
         if unknown:
             raise ValueError(f"protocol {self.name!r}: unknown needs {sorted(unknown)}; use {PROTOCOL_NEEDS}")
@@ -155,9 +201,14 @@ class ProtocolSpec:
     def metadata(self) -> dict[str, Any]:
         """JSON-ready metadata (no callable)."""
         return {
-            "name": self.name, "needs": sorted(self.needs), "version": self.version,
-            "defaults": dict(self.defaults), "tasks": list(self.tasks),
-            "description": self.description, "citation": self.citation, "license": self.license,
+            "name": self.name,
+            "needs": sorted(self.needs),
+            "version": self.version,
+            "defaults": dict(self.defaults),
+            "tasks": list(self.tasks),
+            "description": self.description,
+            "citation": self.citation,
+            "license": self.license,
         }
 
 
@@ -190,8 +241,15 @@ class Family:
 
     def metadata(self) -> dict[str, Any]:
         """JSON-ready metadata."""
-        return {"name": self.name, "kind": self.kind, "prefix": self.prefix, "description": self.description,
-                "examples": list(self.examples), "license": self.license, "citation": self.citation}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "prefix": self.prefix,
+            "description": self.description,
+            "examples": list(self.examples),
+            "license": self.license,
+            "citation": self.citation,
+        }
 
 
 def BackboneFamily(prefix: str, resolve: Callable[[str], BackboneSpec], **kw: Any) -> Family:

@@ -56,8 +56,9 @@ def strata(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def carve(indices: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int,
-          what: str) -> tuple[np.ndarray, np.ndarray]:
+def carve(
+    indices: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int, what: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Split ``indices`` into (rest, part) with about ``fraction`` of the groups in ``part``."""
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -65,8 +66,10 @@ def carve(indices: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction:
     if not 0.0 < fraction < 1.0:
         raise UserError(f"{what} fraction {fraction!r} must be between 0 and 1")
     if n_groups < 2:
-        raise UserError(f"cannot carve a {what} split from {len(indices)} samples of {n_groups} patient(s)/group(s); "
-                        "add data or give an official split")
+        raise UserError(
+            f"cannot carve a {what} split from {len(indices)} samples of {n_groups} patient(s)/group(s); "
+            "add data or give an official split"
+        )
     largest_stratum = int(np.unique(strata(labels)[indices], return_counts=True)[1].max())
     k = int(min(n_groups, largest_stratum, max(2, round(1.0 / fraction))))
     if k < 2:
@@ -78,8 +81,9 @@ def carve(indices: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction:
     return np.sort(indices[rest]), np.sort(indices[part])
 
 
-def _generate(labels: np.ndarray, groups: np.ndarray, official: np.ndarray, seed: int,
-              val_fraction: float, test_fraction: float) -> tuple[np.ndarray, str]:
+def _generate(
+    labels: np.ndarray, groups: np.ndarray, official: np.ndarray, seed: int, val_fraction: float, test_fraction: float
+) -> tuple[np.ndarray, str]:
     names = official.astype(object).copy()
     present = {str(v) for v in official if v}
     if not present:
@@ -99,10 +103,20 @@ def _generate(labels: np.ndarray, groups: np.ndarray, official: np.ndarray, seed
     return names, f"official train/test; val carved from the training pool ({val_fraction:g} of its groups)"
 
 
-def assign_splits(dataset: str, ids: Sequence[str], labels: np.ndarray, groups: np.ndarray | None = None,
-                  official: Sequence[str | None] | None = None, *, seed: int = 0, val_fraction: float = 0.1,
-                  test_fraction: float = 0.2, split_dir: str | Path | None = None,
-                  split_file: str | Path | None = None, tolerate_unknown: Sequence[str] = ()) -> SplitResult:
+def assign_splits(
+    dataset: str,
+    ids: Sequence[str],
+    labels: np.ndarray,
+    groups: np.ndarray | None = None,
+    official: Sequence[str | None] | None = None,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    split_dir: str | Path | None = None,
+    split_file: str | Path | None = None,
+    tolerate_unknown: Sequence[str] = (),
+) -> SplitResult:
     """Each sample's split, official or generated (and written to a split file); see the module doc."""
     ids = [str(i) for i in ids]
     labels = np.asarray(labels)
@@ -119,44 +133,81 @@ def assign_splits(dataset: str, ids: Sequence[str], labels: np.ndarray, groups: 
     if all(o in SPLIT_NAMES for o in official_arr) and {"train", "val", "test"} <= set(official_arr):
         info.update(split_method="official", split_seed=None)
         return _checked(dataset, SplitResult(official_arr, info), groups)
-    key = sha256_json({"format": SPLIT_FILE_FORMAT, "dataset": dataset, "ids": ids, "labels": labels.tolist(),
-                       "groups": groups.tolist(), "official": official_arr.tolist(), "seed": seed,
-                       "val_fraction": val_fraction, "test_fraction": test_fraction})
-    target = Path(split_file) if split_file is not None else \
-        Path(split_dir) / _safe(dataset) / f"split-seed{seed}-{key[:16]}.json" if split_dir is not None else None
+    key = sha256_json(
+        {
+            "format": SPLIT_FILE_FORMAT,
+            "dataset": dataset,
+            "ids": ids,
+            "labels": labels.tolist(),
+            "groups": groups.tolist(),
+            "official": official_arr.tolist(),
+            "seed": seed,
+            "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
+        }
+    )
+    target = (
+        Path(split_file)
+        if split_file is not None
+        else Path(split_dir) / _safe(dataset) / f"split-seed{seed}-{key[:16]}.json"
+        if split_dir is not None
+        else None
+    )
     if target is not None and target.is_file():
         names = read_split_file(target, ids, set())
         method = json.loads(target.read_text(encoding="utf-8")).get("method", "")
     else:
         names, method = _generate(labels, groups, official_arr, seed, val_fraction, test_fraction)
         if target is not None:
-            write_split_file(target, dataset, ids, names, {"seed": seed, "val_fraction": val_fraction,
-                                                           "test_fraction": test_fraction, "key": key,
-                                                           "method": method, "algorithm": METHOD})
-    info.update(split_file=str(target) if target is not None else None, split_method=method,
-                val_fraction=val_fraction, test_fraction=None if "test" in set(official_arr) else test_fraction)
+            write_split_file(
+                target,
+                dataset,
+                ids,
+                names,
+                {
+                    "seed": seed,
+                    "val_fraction": val_fraction,
+                    "test_fraction": test_fraction,
+                    "key": key,
+                    "method": method,
+                    "algorithm": METHOD,
+                },
+            )
+    info.update(
+        split_file=str(target) if target is not None else None,
+        split_method=method,
+        val_fraction=val_fraction,
+        test_fraction=None if "test" in set(official_arr) else test_fraction,
+    )
     return _checked(dataset, SplitResult(names, info), groups)
 
 
 def _checked(dataset: str, result: SplitResult, groups: np.ndarray) -> SplitResult:
     for name in SPLIT_NAMES:
         if not np.any(result.names == name):
-            raise UserError(f"{dataset}: split {name!r} is empty; check the data set's files and split options "
-                            f"(val_fraction, test_fraction, split_file)")
+            raise UserError(
+                f"{dataset}: split {name!r} is empty; check the data set's files and split options "
+                f"(val_fraction, test_fraction, split_file)"
+            )
     owner: dict[Any, str] = {}
     for g, s in zip(groups, result.names):
         if s and owner.setdefault(g, s) != s:
-            raise UserError(f"{dataset}: patient/group {g!r} appears in both split {owner[g]!r} and {s!r}; "
-                            "splits must be grouped by patient")
+            raise UserError(
+                f"{dataset}: patient/group {g!r} appears in both split {owner[g]!r} and {s!r}; "
+                "splits must be grouped by patient"
+            )
     result.info["split_sizes"] = {n: int(np.sum(result.names == n)) for n in SPLIT_NAMES}
     return result
 
 
-def write_split_file(path: Path, dataset: str, ids: Sequence[str], names: np.ndarray,
-                     meta: Mapping[str, Any]) -> None:
+def write_split_file(path: Path, dataset: str, ids: Sequence[str], names: np.ndarray, meta: Mapping[str, Any]) -> None:
     """Write the split (ids per split plus how it was made) atomically as JSON."""
-    payload = {"format": SPLIT_FILE_FORMAT, "dataset": dataset, **meta,
-               "splits": {n: [i for i, s in zip(ids, names) if s == n] for n in SPLIT_NAMES}}
+    payload = {
+        "format": SPLIT_FILE_FORMAT,
+        "dataset": dataset,
+        **meta,
+        "splits": {n: [i for i, s in zip(ids, names) if s == n] for n in SPLIT_NAMES},
+    }
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
 
@@ -169,8 +220,10 @@ def read_split_file(path: Path, ids: Sequence[str], tolerate_unknown: set[str]) 
         if not isinstance(splits, dict):
             raise TypeError("'splits' must be an object")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"split file {path} is not a medfm split file ({type(exc).__name__}: {exc}); "
-                        'expected JSON with {"splits": {"train": [ids], "val": [...], "test": [...]}}') from None
+        raise UserError(
+            f"split file {path} is not a medfm split file ({type(exc).__name__}: {exc}); "
+            'expected JSON with {"splits": {"train": [ids], "val": [...], "test": [...]}}'
+        ) from None
     where: dict[str, str] = {}
     for name, members in splits.items():
         if name not in SPLIT_NAMES:
@@ -182,12 +235,14 @@ def read_split_file(path: Path, ids: Sequence[str], tolerate_unknown: set[str]) 
     known = set(ids)
     unknown = [m for m in where if m not in known and m not in tolerate_unknown]
     if unknown:
-        raise UserError(f"split file {path} lists {len(unknown)} sample(s) that the data set does not have, "
-                        f"e.g. {unknown[0]!r}")
+        raise UserError(
+            f"split file {path} lists {len(unknown)} sample(s) that the data set does not have, e.g. {unknown[0]!r}"
+        )
     missing = [i for i in ids if i not in where]
     if missing:
-        raise UserError(f"split file {path} does not assign {len(missing)} sample(s) of the data set, "
-                        f"e.g. {missing[0]!r}")
+        raise UserError(
+            f"split file {path} does not assign {len(missing)} sample(s) of the data set, e.g. {missing[0]!r}"
+        )
     return np.asarray([where[i] for i in ids], dtype=object)
 
 

@@ -38,6 +38,7 @@ from .errors import UserError
 from .io import sha256_json
 from .paired import ALPHA, COMPARISON_RESAMPLES, PairedResult, holm, metric_draws, paired_difference, resampling_weights
 from .portable import hash_view
+from .predictions import Predictions
 from .verification import Checked, KnownSpecs, Scan
 
 if sys.version_info >= (3, 11):
@@ -105,9 +106,17 @@ class Column:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"id": column_id(self.key), "dataset": self.dataset, "identity": self.identity, "metric": self.metric,
-                "n_cases": self.n_cases, "label": self.label, "published": self.published,
-                "distribution": self.distribution, "modality": self.modality}
+        return {
+            "id": column_id(self.key),
+            "dataset": self.dataset,
+            "identity": self.identity,
+            "metric": self.metric,
+            "n_cases": self.n_cases,
+            "label": self.label,
+            "published": self.published,
+            "distribution": self.distribution,
+            "modality": self.modality,
+        }
 
 
 def column_id(key: tuple[str, str, str]) -> str:
@@ -128,7 +137,7 @@ class CellView:
     @property
     def values(self) -> list[float]:
         """The primary metric of each rankable replicate."""
-        return [_primary(c.record)["value"] for c in self.rankable]
+        return [_primary(c.verified_record)["value"] for c in self.rankable]
 
     @property
     def value(self) -> float | None:
@@ -147,7 +156,7 @@ class CellView:
         """The 95% interval: the record's own for one replicate; for several, the percentile interval
         of their mean under the column's shared resampling (``cell_draws``)."""
         if len(self.rankable) == 1:
-            p = _primary(self.rankable[0].record)
+            p = _primary(self.rankable[0].verified_record)
             return p.get("ci_low"), p.get("ci_high")
         if self.draws is None:
             return None, None
@@ -169,19 +178,26 @@ class CellView:
             return []
         if self.shown:
             return ([self.held_back] if self.held_back else []) + sorted({r for c in self.shown for r in c.unranked})
-        return ["error: " + _error_line(c.record) for c in self.errors][:1]
+        return ["error: " + _error_line(c.verified_record) for c in self.errors][:1]
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         lo, hi = self.interval
-        return {"value": _r(self.value), "sd": _r(self.sd), "n": len(self.rankable), "ci_low": _r(lo),
-                "ci_high": _r(hi), "warnings": self.warnings, "reasons": self.reasons,
-                "values": [_r(v) for v in self.values],
-                "seeds": [c.record["submission"]["seed"] for c in self.rankable],
-                "submitters": sorted({c.record["submission"]["submitter"] for c in self.rankable + self.shown}),
-                "shown_values": [_r(_primary(c.record)["value"]) for c in self.shown],
-                "records": [c.relpath for c in self.rankable + self.shown + self.errors],
-                "error": bool(self.errors and not self.rankable and not self.shown)}
+        return {
+            "value": _r(self.value),
+            "sd": _r(self.sd),
+            "n": len(self.rankable),
+            "ci_low": _r(lo),
+            "ci_high": _r(hi),
+            "warnings": self.warnings,
+            "reasons": self.reasons,
+            "values": [_r(v) for v in self.values],
+            "seeds": [c.verified_record["submission"]["seed"] for c in self.rankable],
+            "submitters": sorted({c.verified_record["submission"]["submitter"] for c in self.rankable + self.shown}),
+            "shown_values": [_r(_primary(c.verified_record)["value"]) for c in self.shown],
+            "records": [c.relpath for c in self.rankable + self.shown + self.errors],
+            "error": bool(self.errors and not self.rankable and not self.shown),
+        }
 
 
 @dataclass
@@ -217,12 +233,22 @@ class Row:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"backbone": self.backbone, "label": self.label, "weights_sha256": self.weights_sha256,
-                "variant": self.variant, "params": self.params, "objective": self.objective,
-                "distribution": self.distribution, "mean": _r(self.mean), "rank": self.rank,
-                "rank_low": self.rank_low, "rank_high": self.rank_high, "group": self.group,
-                "vs_next": self.vs_next.as_dict() if self.vs_next else None,
-                "cells": {column_id(k): c.as_dict() for k, c in self.cells.items()}}
+        return {
+            "backbone": self.backbone,
+            "label": self.label,
+            "weights_sha256": self.weights_sha256,
+            "variant": self.variant,
+            "params": self.params,
+            "objective": self.objective,
+            "distribution": self.distribution,
+            "mean": _r(self.mean),
+            "rank": self.rank,
+            "rank_low": self.rank_low,
+            "rank_high": self.rank_high,
+            "group": self.group,
+            "vs_next": self.vs_next.as_dict() if self.vs_next else None,
+            "cells": {column_id(k): c.as_dict() for k, c in self.cells.items()},
+        }
 
 
 @dataclass
@@ -236,9 +262,12 @@ class Block:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"columns": [column_id(k) for k in self.columns], "complete": self.complete,
-                "rows": [r.as_dict() for r in self.rows],
-                "comparisons": [{"a": a, "b": b, **p.as_dict()} for a, b, p in self.comparisons]}
+        return {
+            "columns": [column_id(k) for k in self.columns],
+            "complete": self.complete,
+            "rows": [r.as_dict() for r in self.rows],
+            "comparisons": [{"a": a, "b": b, **p.as_dict()} for a, b, p in self.comparisons],
+        }
 
 
 @dataclass
@@ -263,10 +292,18 @@ class Table:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"section": self.section, "protocol": self.protocol, "version": self.version,
-                "distribution": self.distribution, "title": self.title, "synthetic": self.synthetic,
-                "columns": [c.as_dict() for c in self.columns], "blocks": [b.as_dict() for b in self.blocks],
-                "unranked": [r.as_dict() for r in self.unranked], "trust_notes": self.trust_notes}
+        return {
+            "section": self.section,
+            "protocol": self.protocol,
+            "version": self.version,
+            "distribution": self.distribution,
+            "title": self.title,
+            "synthetic": self.synthetic,
+            "columns": [c.as_dict() for c in self.columns],
+            "blocks": [b.as_dict() for b in self.blocks],
+            "unranked": [r.as_dict() for r in self.unranked],
+            "trust_notes": self.trust_notes,
+        }
 
 
 @dataclass
@@ -284,10 +321,16 @@ class Standings:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (the web page's data and ``--json`` output)."""
-        return {"policy": {"trusted_distributions": list(self.policy.trusted_distributions),
-                           "comparison_resamples": self.policy.comparison_resamples, "alpha": self.policy.alpha},
-                "records": self.records, "tables": [t.as_dict() for t in self.tables],
-                "rejected": [{"path": p, "reason": r} for p, r in self.rejected]}
+        return {
+            "policy": {
+                "trusted_distributions": list(self.policy.trusted_distributions),
+                "comparison_resamples": self.policy.comparison_resamples,
+                "alpha": self.policy.alpha,
+            },
+            "records": self.records,
+            "tables": [t.as_dict() for t in self.tables],
+            "rejected": [{"path": p, "reason": r} for p, r in self.rejected],
+        }
 
 
 # ------------------------------------------------------------------ building
@@ -326,8 +369,10 @@ def trust_problem(record: dict[str, Any], known: KnownSpecs, policy: Policy) -> 
 def row_key(record: dict[str, Any]) -> tuple[str, str | None, str]:
     """(backbone, weights sha256, options variant): what makes two records the same model."""
     config = record["config"]
-    options = {"protocol": (config.get("protocol") or {}).get("options"),
-               "backbone": (config.get("backbone") or {}).get("options")}
+    options = {
+        "protocol": (config.get("protocol") or {}).get("options"),
+        "backbone": (config.get("backbone") or {}).get("options"),
+    }
     return record["backbone"]["name"], record["backbone"].get("weights_sha256"), sha256_json(hash_view(options))[:8]
 
 
@@ -342,16 +387,27 @@ def build_standings(scan: Scan, known: KnownSpecs | None = None, policy: Policy 
     policy = policy or Policy()
     groups: dict[tuple[str, bool, str, str, str | None], list[tuple[Checked, str | None]]] = defaultdict(list)
     for c in scan.valid:
-        r = c.record
+        r = c.verified_record
         problem = trust_problem(r, known, policy)
         section = "ranked" if problem is None else "unverified"
         facts = known.dataset(r["dataset"]["name"])
         synthetic = bool(facts and facts.synthetic)  # from the installed plugin, never from the record
-        groups[(section, synthetic, r["protocol"]["name"], str(r["protocol"]["version"]),
-                r["protocol"]["plugin"].get("distribution"))].append((c, problem))
+        groups[
+            (
+                section,
+                synthetic,
+                r["protocol"]["name"],
+                str(r["protocol"]["version"]),
+                r["protocol"]["plugin"].get("distribution"),
+            )
+        ].append((c, problem))
     columns = _columns(scan, known)
-    tables = [_table(key, members, columns, policy) for key, members in
-              sorted(groups.items(), key=lambda kv: (kv[0][0] != "ranked", kv[0][1], kv[0][2], kv[0][3], str(kv[0][4])))]
+    tables = [
+        _table(key, members, columns, policy)
+        for key, members in sorted(
+            groups.items(), key=lambda kv: (kv[0][0] != "ranked", kv[0][1], kv[0][2], kv[0][3], str(kv[0][4]))
+        )
+    ]
     tables = [t for t in tables if t.columns or t.unranked]
     rejected = [(c.relpath, c.problem or "") for c in scan.rejected]
     return Standings(tables, rejected, policy, records=len(scan.valid))
@@ -361,16 +417,23 @@ def _columns(scan: Scan, known: KnownSpecs) -> dict[tuple[str, str, str], Column
     """Every column of every ok record, labelled so that different test sets look different."""
     cols: dict[tuple[str, str, str], Column] = {}
     for c in scan.valid:
-        r = c.record
+        r = c.verified_record
         if r["status"] != "ok":
             continue
         key = column_key(r)
         if key not in cols:
             facts = known.dataset(key[0])
             published = None if facts is None or facts.test_identity is None else facts.test_identity == key[1]
-            cols[key] = Column(key, key[0], key[1], key[2], int(r["test_set"]["n"]), published=published,
-                               distribution=r["dataset"]["plugin"].get("distribution"),
-                               modality=str(r["dataset"].get("modality") or ""))
+            cols[key] = Column(
+                key,
+                key[0],
+                key[1],
+                key[2],
+                int(r["test_set"]["n"]),
+                published=published,
+                distribution=r["dataset"]["plugin"].get("distribution"),
+                modality=str(r["dataset"].get("modality") or ""),
+            )
     by_name: dict[str, list[Column]] = defaultdict(list)
     for col in cols.values():
         by_name[col.dataset].append(col)
@@ -384,20 +447,30 @@ def _columns(scan: Scan, known: KnownSpecs) -> dict[tuple[str, str, str], Column
     return cols
 
 
-def _table(key: tuple[str, bool, str, str, str | None], members: list[tuple[Checked, str | None]],
-           all_columns: dict[tuple[str, str, str], Column], policy: Policy) -> Table:
+def _table(
+    key: tuple[str, bool, str, str, str | None],
+    members: list[tuple[Checked, str | None]],
+    all_columns: dict[tuple[str, str, str], Column],
+    policy: Policy,
+) -> Table:
     section, synthetic, protocol, version, distribution = key
     rows: dict[tuple, Row] = {}
     used: set[tuple[str, str, str]] = set()
     notes = sorted({p for _, p in members if p})
     for c, _ in members:
-        r = c.record
+        r = c.verified_record
         rk = row_key(r)
         row = rows.get(rk)
         if row is None:
-            row = rows[rk] = Row(rk, rk[0], rk[1], rk[2], params=r["backbone"].get("params"),
-                                 objective=str(r["backbone"].get("objective") or ""),
-                                 distribution=r["backbone"]["plugin"].get("distribution"))
+            row = rows[rk] = Row(
+                rk,
+                rk[0],
+                rk[1],
+                rk[2],
+                params=r["backbone"].get("params"),
+                objective=str(r["backbone"].get("objective") or ""),
+                distribution=r["backbone"]["plugin"].get("distribution"),
+            )
         if r["status"] != "ok":
             # an error shows only where no result exists; it never replaces one
             ck = _error_column(r, all_columns)
@@ -424,7 +497,7 @@ def _hold_back_flagged_cells(cell: CellView) -> None:
     """A cell where some replicates are degenerate is not ranked at all: averaging only the seeds
     that worked would overstate the method. (Replicates left out for other reasons, such as too few
     resamples, are simply not replicates.)"""
-    flagged = [c for c in cell.shown if c.record.get("flags")]
+    flagged = [c for c in cell.shown if c.verified_record.get("flags")]
     if flagged and cell.rankable:
         cell.held_back = f"{len(flagged)} of {len(flagged) + len(cell.rankable)} replicates flagged"
         cell.shown = cell.rankable + cell.shown
@@ -457,8 +530,13 @@ def _label_rows(rows: list[Row]) -> None:
             row.label = " · ".join(parts)
 
 
-def _blocks(rows: list[Row], order: list[tuple[str, str, str]], columns: dict[tuple[str, str, str], Column],
-            policy: Policy, rank: bool) -> list[Block]:
+def _blocks(
+    rows: list[Row],
+    order: list[tuple[str, str, str]],
+    columns: dict[tuple[str, str, str], Column],
+    policy: Policy,
+    rank: bool,
+) -> list[Block]:
     by_coverage: dict[frozenset, list[Row]] = defaultdict(list)
     for row in rows:
         by_coverage[row.coverage].append(row)
@@ -472,7 +550,7 @@ def _blocks(rows: list[Row], order: list[tuple[str, str, str]], columns: dict[tu
             for k in cols:
                 if len(row.cells[k].rankable) > 1:
                     cell_draws(row.cells[k], k, policy)  # the interval of a replicate mean
-        members.sort(key=lambda r: (-round(r.mean, 6), r.label))
+        members.sort(key=lambda r: (-round(_mean(r), 6), r.label))
         block = Block(cols, members, complete=coverage == full)
         if rank:
             _rank(block, columns, policy)
@@ -480,11 +558,16 @@ def _blocks(rows: list[Row], order: list[tuple[str, str, str]], columns: dict[tu
     return blocks
 
 
+def _mean(row: Row) -> float:
+    assert row.mean is not None, "a ranked row's mean is set by _blocks"
+    return row.mean
+
+
 def _rank(block: Block, columns: dict[tuple[str, str, str], Column], policy: Policy) -> None:
     rows = block.rows
     previous, rank = None, 0
     for i, row in enumerate(rows):
-        value = round(row.mean, 6)
+        value = round(_mean(row), 6)
         if value != previous:
             rank, previous = i + 1, value
         row.rank = rank
@@ -495,7 +578,7 @@ def _rank(block: Block, columns: dict[tuple[str, str, str], Column], policy: Pol
     pairs: list[tuple[int, int, PairedResult]] = []
     for i in range(len(rows)):
         for j in range(i + 1, len(rows)):
-            pairs.append((i, j, paired_difference(rows[i].mean, rows[j].mean, draws[i], draws[j])))
+            pairs.append((i, j, paired_difference(_mean(rows[i]), _mean(rows[j]), draws[i], draws[j])))
     adjusted = holm([p.p for _, _, p in pairs])
     better = [0] * len(rows)
     worse = [0] * len(rows)
@@ -513,20 +596,28 @@ def _rank(block: Block, columns: dict[tuple[str, str, str], Column], policy: Pol
         row.rank_high = len(rows) - worse[k]
 
 
+def _predictions(checked: Checked) -> Predictions:
+    assert checked.predictions is not None, "a verified ok record holds its predictions"
+    return checked.predictions
+
+
 def cell_draws(cell: CellView, key: tuple[str, str, str], policy: Policy) -> np.ndarray:
     """The bootstrap distribution of a cell's replicate mean (cases, or patients, resampled with the
     column's shared weights, so every row of the column sees the same resamples); memoised on the cell."""
     if cell.draws is None:
-        first = cell.rankable[0].predictions
+        first = _predictions(cell.rankable[0])
         weights = resampling_weights(key[1], len(first.ids), first.groups, policy.comparison_resamples)
-        task = cell.rankable[0].record["dataset"]["task"]
-        per = [metric_draws(task, key[2], c.predictions.labels, c.predictions.scores, weights) for c in cell.rankable]
+        task = cell.rankable[0].verified_record["dataset"]["task"]
+        per = [
+            metric_draws(task, key[2], _predictions(c).labels, _predictions(c).scores, weights) for c in cell.rankable
+        ]
         cell.draws = np.mean(per, axis=0)
     return cell.draws
 
 
-def _row_draws(rows: list[Row], cols: list[tuple[str, str, str]], columns: dict[tuple[str, str, str], Column],
-               policy: Policy) -> list[np.ndarray]:
+def _row_draws(
+    rows: list[Row], cols: list[tuple[str, str, str]], columns: dict[tuple[str, str, str], Column], policy: Policy
+) -> list[np.ndarray]:
     """Each row's bootstrap distribution of its mean over ``cols``."""
     return [np.mean([cell_draws(row.cells[key], key, policy) for key in cols], axis=0) for row in rows]
 
@@ -573,6 +664,12 @@ def compare_cells(items: Iterable[dict[str, Any]], policy: Policy) -> list[dict[
         va, vb = it["a"].cells[col.key].value, it["b"].cells[col.key].value
         results.append(paired_difference(va, vb, draws[0], draws[1]))
     adjusted = holm([r.p for r in results])
-    return [{**it, "value_a": it["a"].cells[it["column"].key].value, "value_b": it["b"].cells[it["column"].key].value,
-             "result": PairedResult(r.difference, r.ci_low, r.ci_high, r.p, p, r.resamples)}
-            for it, r, p in zip(items, results, adjusted)]
+    return [
+        {
+            **it,
+            "value_a": it["a"].cells[it["column"].key].value,
+            "value_b": it["b"].cells[it["column"].key].value,
+            "result": PairedResult(r.difference, r.ci_low, r.ci_high, r.p, p, r.resamples),
+        }
+        for it, r, p in zip(items, results, adjusted)
+    ]

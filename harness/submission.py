@@ -37,8 +37,10 @@ def slug(text: str) -> str:
 def check_submitter(name: str, where: str = "submitter") -> str:
     """``name`` if it is a valid submitter slug; a ``UserError`` saying what is allowed otherwise."""
     if not isinstance(name, str) or not _SUBMITTER.match(name):
-        raise UserError(f"{where} {name!r} must be 1-64 lower-case letters, digits, '-' or '_' "
-                        f"(starting and ending with a letter or digit), e.g. {slug(str(name)) or 'jane-doe'!r}")
+        raise UserError(
+            f"{where} {name!r} must be 1-64 lower-case letters, digits, '-' or '_' "
+            f"(starting and ending with a letter or digit), e.g. {slug(str(name)) or 'jane-doe'!r}"
+        )
     return name
 
 
@@ -77,8 +79,9 @@ def harness_commit() -> tuple[str | None, bool | None]:
     commit = _git("rev-parse", "HEAD", cwd=here)
     if commit is None or not re.fullmatch(r"[0-9a-f]{40}", commit):
         return None, None
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", str(here), str(here.parent / "plugins"),
-                  cwd=here)
+    status = _git(
+        "status", "--porcelain", "--untracked-files=no", "--", str(here), str(here.parent / "plugins"), cwd=here
+    )
     return commit, bool(status)
 
 
@@ -124,5 +127,12 @@ def utc_now() -> str:
 def submission_block(submitter: str, seed: int, harness_version: str | None, device: Any = None) -> dict[str, Any]:
     """The record's ``submission``: who, when, which harness (version and commit), where, which seed."""
     commit, dirty = harness_commit()
-    return {"submitter": submitter, "date": utc_now(), "harness_version": harness_version or "unknown",
-            "harness_commit": commit, "harness_modified": dirty, "hardware": hardware(device), "seed": int(seed)}
+    return {
+        "submitter": submitter,
+        "date": utc_now(),
+        "harness_version": harness_version or "unknown",
+        "harness_commit": commit,
+        "harness_modified": dirty,
+        "hardware": hardware(device),
+        "seed": int(seed),
+    }

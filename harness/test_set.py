@@ -19,8 +19,9 @@ from .io import sha256_file, sha256_json
 IDENTITY_VERSION = 1
 
 
-def split_identity(ids: Sequence[str], labels: np.ndarray, groups: np.ndarray | None = None,
-                  split_file_sha256: str | None = None) -> str:
+def split_identity(
+    ids: Sequence[str], labels: np.ndarray, groups: np.ndarray | None = None, split_file_sha256: str | None = None
+) -> str:
     """sha256 (hex) of the ordered ids, labels, groups and split file hash of a test split."""
     labels = np.asarray(labels)
     payload = {
@@ -45,5 +46,9 @@ def split_file_sha256(info: Mapping[str, Any]) -> str | None:
 def identity_block(split: Any, info: Mapping[str, Any]) -> dict[str, Any]:
     """The record's ``test_set``: identity, size, split name and split file hash."""
     sha = split_file_sha256(info)
-    return {"identity": split_identity(split.ids, split.labels, split.groups, sha), "n": len(split),
-            "split": split.name, "split_file_sha256": sha}
+    return {
+        "identity": split_identity(split.ids, split.labels, split.groups, sha),
+        "n": len(split),
+        "split": split.name,
+        "split_file_sha256": sha,
+    }

@@ -6,7 +6,7 @@ feature implementation.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -27,30 +27,39 @@ def preprocessing_from_timm(model: nn.Module, size: int | None = None, resize: s
     if built and not getattr(model, "dynamic_img_size", False):
         default = int(built[0])  # the model was built at this resolution
     interp = cfg.get("interpolation", "bicubic")
-    return Preprocessing(size=size or default, mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-                         std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
-                         interpolation=interp if interp in ("bicubic", "bilinear", "nearest") else "bicubic",
-                         resize=resize)
+    return Preprocessing(
+        size=size or default,
+        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        interpolation=interp if interp in ("bicubic", "bilinear", "nearest") else "bicubic",
+        resize=resize,
+    )
 
 
 class TimmBackbone(Backbone):
     """A timm model (classifier removed). Token models offer CLS, patch and last-4 kinds."""
 
-    def __init__(self, model: nn.Module, preprocessing: Preprocessing | None = None,
-                 weights_sha256: str | None = None, weights_source: str = "") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        preprocessing: Preprocessing | None = None,
+        weights_sha256: str | None = None,
+        weights_source: str = "",
+    ) -> None:
         self.module = model
         self.preprocessing = preprocessing or preprocessing_from_timm(model)
         self.weights_sha256 = weights_sha256
         self.weights_source = weights_source
-        d = int(model.num_features)
+        timm_model: Any = model  # timm's attributes (num_features, blocks, ...) are not declared on nn.Module
+        d = int(timm_model.num_features)
         self.tokens = _is_token_model(model)
         if self.tokens:
-            self.num_prefix = int(model.num_prefix_tokens)
+            self.num_prefix = int(timm_model.num_prefix_tokens)
             has_cls = bool(getattr(model, "cls_token", None) is not None)
             self.feature_dims = {"mean_patch": d, "patch_map": d, "pooled": d}
             if has_cls:
                 self.feature_dims.update({"cls": d, "cls_mean_patch": 2 * d})
-                if len(model.blocks) >= 4:
+                if len(timm_model.blocks) >= 4:
                     self.feature_dims["last4_cls"] = 4 * d
             self.default_kind = "cls" if has_cls else "mean_patch"
             self.attention_projections = ("attn.qkv", "attn.proj")
@@ -72,12 +81,13 @@ class TimmBackbone(Backbone):
 
     def features(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         """One forward pass; every requested kind is computed from it."""
-        m = self.module
+        m: Any = self.module  # timm's forward_features, forward_head, ... are not declared on nn.Module
         out: dict[str, torch.Tensor] = {}
         if not self.tokens:
             fmap = m.forward_features(images)
-            if getattr(m, "output_fmt", "NCHW") == "NHWC" or (fmap.ndim == 4 and fmap.shape[1] != m.num_features
-                                                              and fmap.shape[-1] == m.num_features):
+            if getattr(m, "output_fmt", "NCHW") == "NHWC" or (
+                fmap.ndim == 4 and fmap.shape[1] != m.num_features and fmap.shape[-1] == m.num_features
+            ):
                 fmap = fmap.permute(0, 3, 1, 2)
             for k in kinds:
                 if k == "gap":
@@ -85,16 +95,19 @@ class TimmBackbone(Backbone):
                 elif k == "spatial_map":
                     out[k] = fmap
                 elif k == "pooled":
-                    out[k] = m.forward_head(fmap if getattr(m, "output_fmt", "NCHW") != "NHWC"
-                                            else fmap.permute(0, 2, 3, 1), pre_logits=True)
+                    out[k] = m.forward_head(
+                        fmap if getattr(m, "output_fmt", "NCHW") != "NHWC" else fmap.permute(0, 2, 3, 1),
+                        pre_logits=True,
+                    )
             return out
         if "last4_cls" in kinds:
-            tokens, inter = m.forward_intermediates(images, indices=4, norm=True, output_fmt="NLC",
-                                                    return_prefix_tokens=True)
+            tokens, inter = m.forward_intermediates(
+                images, indices=4, norm=True, output_fmt="NLC", return_prefix_tokens=True
+            )
             out["last4_cls"] = torch.cat([prefix[:, 0] for _, prefix in inter], dim=-1)
         else:
             tokens = m.forward_features(images)
-        patches = tokens[:, self.num_prefix:]
+        patches = tokens[:, self.num_prefix :]
         for k in kinds:
             if k == "cls":
                 out[k] = tokens[:, 0]

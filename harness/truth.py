@@ -44,39 +44,50 @@ def attach_truth(protocol: str, split: Any, output: Any, task: str, n_classes: i
     try:
         ids = list(output.ids)
     except TypeError:
-        raise ProtocolOutputError(f"{where} returned ids that are not a sequence ({type(output.ids).__name__})") from None
+        raise ProtocolOutputError(
+            f"{where} returned ids that are not a sequence ({type(output.ids).__name__})"
+        ) from None
     if not all(isinstance(i, str) for i in ids):
         bad = next(i for i in ids if not isinstance(i, str))
-        raise ProtocolOutputError(f"{where} returned a sample id that is not a string ({bad!r}); return the "
-                                  "test split's ids")
+        raise ProtocolOutputError(
+            f"{where} returned a sample id that is not a string ({bad!r}); return the test split's ids"
+        )
     scores = np.asarray(output.scores)
     if scores.dtype.kind not in "fiub":
         raise ProtocolOutputError(f"{where} returned scores of type {scores.dtype}, not numbers")
     if scores.ndim != 2:
-        raise ProtocolOutputError(f"{where} returned scores of shape {scores.shape}; they must be (N, C): "
-                                  "one row per test sample, one column per class")
+        raise ProtocolOutputError(
+            f"{where} returned scores of shape {scores.shape}; they must be (N, C): "
+            "one row per test sample, one column per class"
+        )
     if len(scores) != len(ids):
         raise ProtocolOutputError(f"{where} returned {len(scores)} rows of scores for {len(ids)} ids")
     repeated = [i for i, c in Counter(ids).items() if c > 1]
     if repeated:
-        raise ProtocolOutputError(f"{where} returned scores for the same test sample more than once: "
-                                  f"{_examples(repeated)}")
+        raise ProtocolOutputError(
+            f"{where} returned scores for the same test sample more than once: {_examples(repeated)}"
+        )
     position = {sid: k for k, sid in enumerate(ids)}
     expected = [str(i) for i in split.ids]
     known = set(expected)
     invented = [i for i in ids if i not in known]
     if invented:
-        raise ProtocolOutputError(f"{where} returned scores for ids that are not in the test split: {_examples(invented)}")
+        raise ProtocolOutputError(
+            f"{where} returned scores for ids that are not in the test split: {_examples(invented)}"
+        )
     missing = [i for i in expected if i not in position]
     if missing:
-        raise ProtocolOutputError(f"{where} returned scores for {len(ids)} of the {len(expected)} test samples "
-                                  f"(missing: {_examples(missing)})")
+        raise ProtocolOutputError(
+            f"{where} returned scores for {len(ids)} of the {len(expected)} test samples "
+            f"(missing: {_examples(missing)})"
+        )
     labels = np.asarray(split.labels)
     want = expected_columns(task, labels, n_classes)
     columns = scores.shape[1]
     if want is not None and columns != want:
-        raise ProtocolOutputError(f"{where} returned {columns} score columns; a {task} task with these classes "
-                                  f"needs {want}")
+        raise ProtocolOutputError(
+            f"{where} returned {columns} score columns; a {task} task with these classes needs {want}"
+        )
     if want is None and (columns < 2 or columns <= int(labels.max(initial=0))):
         raise ProtocolOutputError(f"{where} returned {columns} score columns for labels up to {int(labels.max())}")
     order = np.fromiter((position[i] for i in expected), dtype=np.int64, count=len(expected))

@@ -34,8 +34,17 @@ import numpy as np
 
 from .io import atomic_write_text, sha256_bytes, sha256_json
 from .predictions import Predictions
-from .records import (PREDICTIONS_SUFFIX, RECORD_SUFFIX, RecordError, canonical_relpath, is_record_name,
-                      parse_predictions, parse_record, parse_stem, read_record_bytes)
+from .records import (
+    PREDICTIONS_SUFFIX,
+    RECORD_SUFFIX,
+    RecordError,
+    canonical_relpath,
+    is_record_name,
+    parse_predictions,
+    parse_record,
+    parse_stem,
+    read_record_bytes,
+)
 from .safe_files import PREDICTIONS_MAX_BYTES, read_capped, walk_records
 from .test_set import split_identity
 
@@ -102,8 +111,15 @@ class KnownSpecs:
             if s is None:
                 return None
             info = registry.provenance("dataset", name)
-            return DatasetFacts(s.task, s.primary_metric, len(s.classes) or None, getattr(s, "test_identity", None),
-                                info.distribution if info else None, s.revision, bool(getattr(s, "synthetic", False)))
+            return DatasetFacts(
+                s.task,
+                s.primary_metric,
+                len(s.classes) or None,
+                getattr(s, "test_identity", None),
+                info.distribution if info else None,
+                s.revision,
+                bool(getattr(s, "synthetic", False)),
+            )
 
         def provider(kind: str, name: str) -> tuple[str | None, str] | None:
             s = spec(kind, name)
@@ -139,6 +155,12 @@ class Checked:
     def valid(self) -> bool:
         """Whether the record verified (it may still be unranked)."""
         return self.problem is None and self.record is not None
+
+    @property
+    def verified_record(self) -> dict[str, Any]:
+        """The record of an entry that verified (``valid``); for the lists ``Scan.valid`` hands out."""
+        assert self.record is not None, f"{self.relpath} holds no verified record"
+        return self.record
 
 
 @dataclass
@@ -184,22 +206,41 @@ def _cached_recompute(key: str, compute: Callable[[], dict[str, Any]], use_cache
     return metrics
 
 
-def recompute_metrics(task: str, preds: Predictions, seed: int, resamples: int, use_cache: bool = True,
-                      predictions_sha256: str | None = None) -> dict[str, Any]:
+def recompute_metrics(
+    task: str,
+    preds: Predictions,
+    seed: int,
+    resamples: int,
+    use_cache: bool = True,
+    predictions_sha256: str | None = None,
+) -> dict[str, Any]:
     """Every metric of ``task`` with its bootstrap interval, as the runner computes them."""
     from .metrics import evaluate, point_metrics
 
     def compute() -> dict[str, Any]:
         if resamples > 0:
-            return {k: v.as_dict() for k, v in evaluate(task, preds.labels, preds.scores, groups=preds.groups,
-                                                        resamples=resamples, seed=seed).items()}
-        return {k: {"value": _round(v), "ci_low": None, "ci_high": None}
-                for k, v in point_metrics(task, preds.labels, preds.scores).items()}
+            return {
+                k: v.as_dict()
+                for k, v in evaluate(
+                    task, preds.labels, preds.scores, groups=preds.groups, resamples=resamples, seed=seed
+                ).items()
+            }
+        return {
+            k: {"value": _round(v), "ci_low": None, "ci_high": None}
+            for k, v in point_metrics(task, preds.labels, preds.scores).items()
+        }
 
     if predictions_sha256 is None:
         return compute()
-    key = sha256_json({"verifier": VERIFIER_VERSION, "predictions": predictions_sha256, "task": task,
-                       "seed": seed, "resamples": resamples})
+    key = sha256_json(
+        {
+            "verifier": VERIFIER_VERSION,
+            "predictions": predictions_sha256,
+            "task": task,
+            "seed": seed,
+            "resamples": resamples,
+        }
+    )
     return _cached_recompute(key, compute, use_cache)
 
 
@@ -213,8 +254,9 @@ def _default_root(path: Path) -> Path:
     return parents[3] if len(parents) > 3 else path.parent
 
 
-def verify_file(path: Path, root: Path | None = None, known: KnownSpecs | None = None,
-                use_cache: bool = True) -> Checked:
+def verify_file(
+    path: Path, root: Path | None = None, known: KnownSpecs | None = None, use_cache: bool = True
+) -> Checked:
     """Verify one record file (see the module docstring); never raises for bad input."""
     path = Path(path)
     root = Path(root) if root is not None else _default_root(path)
@@ -236,7 +278,7 @@ def verify_file(path: Path, root: Path | None = None, known: KnownSpecs | None =
 
 def _one_line(text: str, limit: int = 400) -> str:
     text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _fail(path: Path, reason: str) -> RecordError:
@@ -250,9 +292,12 @@ def _verify(checked: Checked, root: Path, known: KnownSpecs, use_cache: bool) ->
     checked.claims = expected
     checked.claims_result = record["status"] == "ok"
     if checked.relpath != expected:
-        raise _fail(path, f"its content says it belongs at {expected}; records are identified by path and "
-                          "content together, so move it there or fix its names")
-    parsed = parse_stem(path.name[:-len(RECORD_SUFFIX)])
+        raise _fail(
+            path,
+            f"its content says it belongs at {expected}; records are identified by path and "
+            "content together, so move it there or fix its names",
+        )
+    parsed = parse_stem(path.name[: -len(RECORD_SUFFIX)])
     if parsed is None or parsed != (record["submission"]["submitter"], record["submission"]["seed"]):
         raise _fail(path, "its file name does not match its submission's submitter and seed")
     if record["config"].get("seed") is not None and record["config"].get("seed") != record["submission"]["seed"]:
@@ -261,7 +306,7 @@ def _verify(checked: Checked, root: Path, known: KnownSpecs, use_cache: bool) ->
     if record["status"] != "ok":
         return
     pointer = record["predictions"]
-    stem = path.name[:-len(RECORD_SUFFIX)]
+    stem = path.name[: -len(RECORD_SUFFIX)]
     if pointer["file"] != f"{stem}{PREDICTIONS_SUFFIX}":
         raise _fail(path, f"its predictions must be {stem}{PREDICTIONS_SUFFIX} beside it, not {pointer['file']}")
     pred_path = path.parent / pointer["file"]
@@ -292,8 +337,11 @@ def _check_truth(path: Path, record: dict[str, Any], preds: Predictions, known: 
         raise _fail(path, "its predictions repeat a sample id")
     identity = split_identity(preds.ids, preds.labels, preds.groups, test["split_file_sha256"])
     if identity != test["identity"]:
-        raise _fail(path, "the test-set identity recomputed from its predictions (ids, labels, patients) "
-                          "differs from the one it states")
+        raise _fail(
+            path,
+            "the test-set identity recomputed from its predictions (ids, labels, patients) "
+            "differs from the one it states",
+        )
     dataset = record["dataset"]
     task = dataset.get("task")
     if task is None:
@@ -303,11 +351,16 @@ def _check_truth(path: Path, record: dict[str, Any], preds: Predictions, known: 
         if facts.task != task:
             raise _fail(path, f"data set {dataset['name']!r} is a {facts.task} task, not {task}")
         if facts.primary_metric != record["primary_metric"]:
-            raise _fail(path, f"data set {dataset['name']!r} is ranked by {facts.primary_metric}, "
-                              f"not {record['primary_metric']}")
+            raise _fail(
+                path,
+                f"data set {dataset['name']!r} is ranked by {facts.primary_metric}, not {record['primary_metric']}",
+            )
         if facts.test_identity is not None and facts.test_identity != identity:
-            raise _fail(path, f"its test set is not the published test set of {dataset['name']!r} "
-                              f"(identity {identity[:12]}, published {facts.test_identity[:12]}); use the official split")
+            raise _fail(
+                path,
+                f"its test set is not the published test set of {dataset['name']!r} "
+                f"(identity {identity[:12]}, published {facts.test_identity[:12]}); use the official split",
+            )
     if dataset.get("primary_metric") not in (None, record["primary_metric"]):
         raise _fail(path, "dataset.primary_metric and primary_metric differ")
     scores, labels = preds.scores, preds.labels
@@ -336,8 +389,11 @@ def _check_metrics(path: Path, record: dict[str, Any], preds: Predictions, sha: 
     if ci is not None:
         unit = "patient" if preds.groups is not None else "sample"
         if ci["unit"] != unit:
-            raise _fail(path, f"ci.unit says {ci['unit']} but the predictions {'hold' if preds.groups is not None else 'have no'} "
-                              "patient ids")
+            raise _fail(
+                path,
+                f"ci.unit says {ci['unit']} but the predictions {'hold' if preds.groups is not None else 'have no'} "
+                "patient ids",
+            )
     try:
         recomputed = recompute_metrics(task, preds, int(record["seed"]), resamples, use_cache, sha)
     except Exception as exc:
@@ -356,10 +412,15 @@ def _check_metrics(path: Path, record: dict[str, Any], preds: Predictions, sha: 
         for part in ("value", "ci_low", "ci_high"):
             if not _close(got.get(part), want.get(part)):
                 what = name if part == "value" else f"{name} {part}"
-                raise _fail(path, f"{what} is {got.get(part)} in the record but {want.get(part)} recomputed from "
-                                  f"its predictions (seed {record['seed']}, {resamples} resamples)")
-    values = {k: MetricValue(*(math.nan if v[p] is None else v[p] for p in ("value", "ci_low", "ci_high")))
-              for k, v in recomputed.items()}
+                raise _fail(
+                    path,
+                    f"{what} is {got.get(part)} in the record but {want.get(part)} recomputed from "
+                    f"its predictions (seed {record['seed']}, {resamples} resamples)",
+                )
+    values = {
+        k: MetricValue(*(math.nan if v[p] is None else v[p] for p in ("value", "ci_low", "ci_high")))
+        for k, v in recomputed.items()
+    }
     required = set(degenerate_flags(task, preds.labels, preds.scores, values))
     absent = sorted(required - set(record.get("flags") or []))
     if absent:
@@ -414,13 +475,17 @@ def markup_in_names(record: dict[str, Any]) -> str | None:
 
 
 # ------------------------------------------------------------------ a folder
-def scan_results(root: str | Path, known: KnownSpecs | None = None, use_cache: bool = True,
-                 paths: Iterable[Path] | None = None) -> Scan:
+def scan_results(
+    root: str | Path, known: KnownSpecs | None = None, use_cache: bool = True, paths: Iterable[Path] | None = None
+) -> Scan:
     """Verify every record file under ``root`` (or just ``paths``) and settle duplicate claims."""
     root = Path(root)
     entries: list[Checked] = []
-    found = [(p, None) for p in paths] if paths is not None else \
-        [(f.path, f.problem) for f in walk_records(root, is_record_name)]
+    found = (
+        [(p, None) for p in paths]
+        if paths is not None
+        else [(f.path, f.problem) for f in walk_records(root, is_record_name)]
+    )
     for path, problem in found:
         if problem is not None:
             try:
@@ -466,14 +531,18 @@ def _settle_copies(entries: list[Checked]) -> None:
             digest = _scores_digest(c.predictions)
             if digest is not None:
                 by_digest.setdefault(digest, []).append(c)
+
+    def model_of(c: Checked) -> tuple[str, str, str]:
+        r = c.verified_record
+        return r["backbone"]["name"], r["protocol"]["name"], r["dataset"]["name"]
+
     for same in by_digest.values():
-        models = {(c.record["backbone"]["name"], c.record["protocol"]["name"], c.record["dataset"]["name"])
-                  for c in same}
+        models = {model_of(c) for c in same}
         if len(models) < 2:
             continue  # replicates or reproductions of one cell may well agree exactly
         for c in same:
-            other = next(o for o in same if o is not c and (o.record["backbone"]["name"], o.record["protocol"]["name"],
-                                                           o.record["dataset"]["name"]) !=
-                         (c.record["backbone"]["name"], c.record["protocol"]["name"], c.record["dataset"]["name"]))
-            c.unranked.append(f"its scores are identical to those of {other.relpath}; one set of predictions cannot "
-                              "come from two models or protocols")
+            other = next(o for o in same if o is not c and model_of(o) != model_of(c))
+            c.unranked.append(
+                f"its scores are identical to those of {other.relpath}; one set of predictions cannot "
+                "come from two models or protocols"
+            )

@@ -14,18 +14,37 @@ from medfm.registry import Registry
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_ASSETS = ROOT.parent / "shared" / "assets"
 FIRST_PARTY = [
-    "medfm_plugins.backbones.timm_family", "medfm_plugins.backbones.torchvision_models",
-    "medfm_plugins.backbones.efficientnet_lite", "medfm_plugins.backbones.dino",
-    "medfm_plugins.backbones.supervised", "medfm_plugins.backbones.sam", "medfm_plugins.backbones.seem",
-    "medfm_plugins.backbones.open_clip_models", "medfm_plugins.backbones.hf_models",
-    "medfm_plugins.backbones.blip", "medfm_plugins.datasets.synthetic_cxr",
-    "medfm_plugins.datasets.medmnist", "medfm_plugins.datasets.nih_chestxray14", "medfm_plugins.datasets.chexpert",
-    "medfm_plugins.datasets.aptos2019", "medfm_plugins.datasets.isic2019", "medfm_plugins.datasets.cbis_ddsm",
-    "medfm_plugins.datasets.tb_cxr", "medfm_plugins.datasets.brain_tumor_mri", "medfm_plugins.datasets.sars_cov2_ct",
-    "medfm_plugins.datasets.image_folder", "medfm_plugins.datasets.manifest", "medfm_plugins.datasets.dicom_folder",
-    "medfm_plugins.datasets.huggingface", "medfm_plugins.protocols.knn", "medfm_plugins.protocols.linear_probe",
-    "medfm_plugins.protocols.logistic_regression", "medfm_plugins.protocols.few_shot",
-    "medfm_plugins.protocols.train_linear", "medfm_plugins.protocols.train_deit", "medfm_plugins.protocols.train_peft",
+    "medfm_plugins.backbones.timm_family",
+    "medfm_plugins.backbones.torchvision_models",
+    "medfm_plugins.backbones.efficientnet_lite",
+    "medfm_plugins.backbones.dino",
+    "medfm_plugins.backbones.supervised",
+    "medfm_plugins.backbones.sam",
+    "medfm_plugins.backbones.seem",
+    "medfm_plugins.backbones.open_clip_models",
+    "medfm_plugins.backbones.hf_models",
+    "medfm_plugins.backbones.blip",
+    "medfm_plugins.datasets.synthetic_cxr",
+    "medfm_plugins.datasets.medmnist",
+    "medfm_plugins.datasets.nih_chestxray14",
+    "medfm_plugins.datasets.chexpert",
+    "medfm_plugins.datasets.aptos2019",
+    "medfm_plugins.datasets.isic2019",
+    "medfm_plugins.datasets.cbis_ddsm",
+    "medfm_plugins.datasets.tb_cxr",
+    "medfm_plugins.datasets.brain_tumor_mri",
+    "medfm_plugins.datasets.sars_cov2_ct",
+    "medfm_plugins.datasets.image_folder",
+    "medfm_plugins.datasets.manifest",
+    "medfm_plugins.datasets.dicom_folder",
+    "medfm_plugins.datasets.huggingface",
+    "medfm_plugins.protocols.knn",
+    "medfm_plugins.protocols.linear_probe",
+    "medfm_plugins.protocols.logistic_regression",
+    "medfm_plugins.protocols.few_shot",
+    "medfm_plugins.protocols.train_linear",
+    "medfm_plugins.protocols.train_deit",
+    "medfm_plugins.protocols.train_peft",
 ]
 
 
@@ -49,10 +68,16 @@ def registry_factory():
 def tiny_config(tmp_path: Path) -> RunConfig:
     """A fast run: tiny random timm models on a small synthetic set."""
     cfg = RunConfig(
-        backbones=["random/test_vit@64", "random/test_resnet@64"], datasets=["synthetic/cxr-nodules"],
-        protocols=["knn", "linear_probe"], results_dir=str(tmp_path / "results"),
-        cache_dir=str(tmp_path / "cache"), leaderboard=str(tmp_path / "leaderboard.md"), bootstrap=200,
-        batch_size=32, device="cpu")
+        backbones=["random/test_vit@64", "random/test_resnet@64"],
+        datasets=["synthetic/cxr-nodules"],
+        protocols=["knn", "linear_probe"],
+        results_dir=str(tmp_path / "results"),
+        cache_dir=str(tmp_path / "cache"),
+        leaderboard=str(tmp_path / "leaderboard.md"),
+        bootstrap=200,
+        batch_size=32,
+        device="cpu",
+    )
     cfg.options["dataset"]["synthetic/cxr-nodules"] = {"patients": 40, "size": 64}
     cfg.options["protocol"]["linear_probe"] = {"epochs": 10, "lrs": [1e-3, 1e-2], "weight_decays": [0.0, 1e-3]}
     return cfg

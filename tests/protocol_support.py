@@ -97,25 +97,39 @@ class FeatureTask:
     def split(self, s: str) -> Split:
         """One split of the data set."""
         groups = None if self.groups is None else self.groups[s]
-        return Split(s, IndexImages(s, len(self.labels[s])), self.labels[s], groups=groups,
-                     ids=[f"{s}/{i}" for i in range(len(self.labels[s]))])
+        return Split(
+            s,
+            IndexImages(s, len(self.labels[s])),
+            self.labels[s],
+            groups=groups,
+            ids=[f"{s}/{i}" for i in range(len(self.labels[s]))],
+        )
 
     @hookimpl
     def register_datasets(self, register):
         def load(spec: DatasetSpec) -> Dataset:
             return Dataset(self.task, spec.classes, {s: self.split(s) for s in SPLITS})
 
-        register(DatasetSpec(name=self.dataset, load=load, task=self.task,
-                             classes=tuple(f"class{c}" for c in range(self.n_classes)),
-                             primary_metric=self.primary_metric))
+        register(
+            DatasetSpec(
+                name=self.dataset,
+                load=load,
+                task=self.task,
+                classes=tuple(f"class{c}" for c in range(self.n_classes)),
+                primary_metric=self.primary_metric,
+            )
+        )
 
     @hookimpl
     def register_backbones(self, register):
         def load(spec: BackboneSpec) -> Backbone:
             return TableBackbone(self.features, self.default_kind, self.digest())
 
-        register(BackboneSpec(name=self.backbone, load=load, input_size=4, objective="none",
-                              feature_kinds=tuple(self.features)))
+        register(
+            BackboneSpec(
+                name=self.backbone, load=load, input_size=4, objective="none", feature_kinds=tuple(self.features)
+            )
+        )
 
 
 # ------------------------------------------------------------------ generators
@@ -123,15 +137,22 @@ def make_labels(task: str, n: int, n_classes: int, rng: np.random.Generator) -> 
     """Balanced-ish labels: every class (every label value) present."""
     if task == "multilabel":
         y = (rng.random((n, n_classes)) < 0.35).astype(np.int64)
-        y[: n_classes, :] = np.eye(n_classes, dtype=np.int64)
-        y[n_classes: 2 * n_classes] = 0
+        y[:n_classes, :] = np.eye(n_classes, dtype=np.int64)
+        y[n_classes : 2 * n_classes] = 0
         return y
     y = np.arange(n) % n_classes
     return rng.permutation(y).astype(np.int64)
 
 
-def informative_features(task: str, labels: np.ndarray, n_classes: int, dim: int, margin: float,
-                         rng: np.random.Generator, directions: np.ndarray) -> np.ndarray:
+def informative_features(
+    task: str,
+    labels: np.ndarray,
+    n_classes: int,
+    dim: int,
+    margin: float,
+    rng: np.random.Generator,
+    directions: np.ndarray,
+) -> np.ndarray:
     """Features whose class signal has strength ``margin`` against unit Gaussian noise.
 
     Ordinal grades lie in order on a half circle (adjacent grades closest, every grade an
@@ -146,9 +167,18 @@ def informative_features(task: str, labels: np.ndarray, n_classes: int, dim: int
     return noise + margin * directions[labels]
 
 
-def feature_task(name: str, task: str, n_classes: int = 2, sizes: tuple[int, int, int] = (300, 100, 200),
-                 dim: int = 16, margin: float = 4.0, seed: int = 0, kinds: dict[str, float] | None = None,
-                 patients: int | None = None, primary_metric: str = "auroc") -> FeatureTask:
+def feature_task(
+    name: str,
+    task: str,
+    n_classes: int = 2,
+    sizes: tuple[int, int, int] = (300, 100, 200),
+    dim: int = 16,
+    margin: float = 4.0,
+    seed: int = 0,
+    kinds: dict[str, float] | None = None,
+    patients: int | None = None,
+    primary_metric: str = "auroc",
+) -> FeatureTask:
     """A ``FeatureTask`` with one table per kind; ``kinds`` maps kind -> margin (0 = random features).
 
     With ``patients``, every split's images belong to patients holding ``patients`` images each
@@ -159,21 +189,40 @@ def feature_task(name: str, task: str, n_classes: int = 2, sizes: tuple[int, int
     directions = rng.normal(0, 1, (max(n_classes, 1), dim))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     labels = {s: make_labels(task, n, n_classes, rng) for s, n in zip(SPLITS, sizes)}
-    feats = {k: {s: informative_features(task, labels[s], n_classes, dim, m, rng, directions).astype(np.float32)
-                 for s in SPLITS} for k, m in kinds.items()}
+    feats = {
+        k: {
+            s: informative_features(task, labels[s], n_classes, dim, m, rng, directions).astype(np.float32)
+            for s in SPLITS
+        }
+        for k, m in kinds.items()
+    }
     groups = None
     if patients:
         groups = {s: np.asarray([f"{s}-P{i // patients:04d}" for i in range(n)]) for s, n in zip(SPLITS, sizes)}
     return FeatureTask(name, task, n_classes, feats, labels, groups, primary_metric, next(iter(kinds)))
 
 
-def run_config(tmp_path: Path, task: FeatureTask, protocols: list[str], bootstrap: int = 300,
-               options: dict | None = None, seed: int = 0) -> RunConfig:
+def run_config(
+    tmp_path: Path,
+    task: FeatureTask,
+    protocols: list[str],
+    bootstrap: int = 300,
+    options: dict | None = None,
+    seed: int = 0,
+) -> RunConfig:
     """A run of ``protocols`` on one feature task, results under ``tmp_path``."""
-    cfg = RunConfig(backbones=[task.backbone], datasets=[task.dataset], protocols=protocols,
-                    results_dir=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"),
-                    leaderboard=str(tmp_path / "leaderboard.md"), bootstrap=bootstrap, batch_size=256,
-                    device="cpu", seed=seed)
+    cfg = RunConfig(
+        backbones=[task.backbone],
+        datasets=[task.dataset],
+        protocols=protocols,
+        results_dir=str(tmp_path / "results"),
+        cache_dir=str(tmp_path / "cache"),
+        leaderboard=str(tmp_path / "leaderboard.md"),
+        bootstrap=bootstrap,
+        batch_size=256,
+        device="cpu",
+        seed=seed,
+    )
     for protocol, opts in (options or {}).items():
         cfg.options["protocol"][protocol] = dict(opts)
     return cfg

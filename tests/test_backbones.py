@@ -16,20 +16,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import build_registry
 from torch import nn
 
-from conftest import build_registry
 from medfm import UserError
 from medfm.specs import OBJECTIVES
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = build_registry()
 # name -> (published parameter count, the study reporting it)
-PUBLISHED = {"sam_vitb": 88.8e6, "seem_focalt": 29.9e6, "dinov2_vitb14": 86.5e6,
-             "openclip_vitb16_laion2b": 86.2e6, "blip_base": 85.7e6}
+PUBLISHED = {
+    "sam_vitb": 88.8e6,
+    "seem_focalt": 29.9e6,
+    "dinov2_vitb14": 86.5e6,
+    "openclip_vitb16_laion2b": 86.2e6,
+    "blip_base": 85.7e6,
+}
 FIRST_PARTY_PLUGINS = ("dino", "supervised", "sam", "seem", "open_clip_models", "blip")
-NAMED = sorted(n for n in REGISTRY.names("backbone")
-               if REGISTRY.provenance("backbone", n).name in FIRST_PARTY_PLUGINS)
+NAMED = sorted(n for n in REGISTRY.names("backbone") if REGISTRY.provenance("backbone", n).name in FIRST_PARTY_PLUGINS)
 # too big to initialise for real on a shared 2-core CPU: shapes are checked on the meta device
 ON_META = {n for n in NAMED if REGISTRY.get("backbone", n).params > 250_000_000}
 
@@ -53,8 +57,20 @@ def _suffix_hits(module: nn.Module, suffix: str) -> list[nn.Module]:
 
 def test_the_studies_models_are_all_registered():
     expected = {f"dinov2_vit{s}14{r}" for s in "sblg" for r in ("", "_reg")} | {
-        "dino_vits16", "dino_vitb16", "openclip_vitb16_laion2b", "openclip_vitl14_laion2b", "blip_base",
-        "sam_vitb", "seem_focalt", "deit_base", "resnet152", "resnet50", "densenet121", "vgg16", "vitb16_in21k"}
+        "dino_vits16",
+        "dino_vitb16",
+        "openclip_vitb16_laion2b",
+        "openclip_vitl14_laion2b",
+        "blip_base",
+        "sam_vitb",
+        "seem_focalt",
+        "deit_base",
+        "resnet152",
+        "resnet50",
+        "densenet121",
+        "vgg16",
+        "vitb16_in21k",
+    }
     assert set(NAMED) == expected
     assert {f.spec.prefix for f in REGISTRY.families["backbone"]} >= {"timm/", "open_clip/", "hf/"}
 
@@ -160,8 +176,11 @@ def test_open_clip_metadata_written_out_equals_open_clip_configs():
     for name, (arch, tag, *_rest) in OPENCLIP.items():
         spec = REGISTRY.get("backbone", name)
         cfg = open_clip.get_pretrained_cfg(arch, tag)
-        assert (spec.mean, spec.std, spec.interpolation) == (tuple(cfg["mean"]), tuple(cfg["std"]),
-                                                             cfg["interpolation"])
+        assert (spec.mean, spec.std, spec.interpolation) == (
+            tuple(cfg["mean"]),
+            tuple(cfg["std"]),
+            cfg["interpolation"],
+        )
         assert spec.input_size == open_clip.get_model_config(arch)["vision_cfg"]["image_size"]
 
 
@@ -175,13 +194,16 @@ def test_blip_config_is_blip_base():
 
 def test_listing_imports_no_model_library_and_needs_no_network(tmp_path):
     """`medfm list backbones` registers every spec without OpenCLIP, transformers or a download."""
-    code = ("import sys, json; from medfm.cli import main\n"
-            "try:\n    main(['list', 'backbones', '--json'])\nexcept SystemExit as e:\n    assert not e.code\n"
-            "print('LOADED', 'open_clip' in sys.modules, 'transformers' in sys.modules, file=sys.stderr)")
+    code = (
+        "import sys, json; from medfm.cli import main\n"
+        "try:\n    main(['list', 'backbones', '--json'])\nexcept SystemExit as e:\n    assert not e.code\n"
+        "print('LOADED', 'open_clip' in sys.modules, 'transformers' in sys.modules, file=sys.stderr)"
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MEDFM_CACHE_DIR": str(tmp_path)}
     env.pop("MEDFM_BLOCK_PLUGINS", None)
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "LOADED False False" in done.stderr
     import json
@@ -211,8 +233,9 @@ def test_lora_wraps_the_declared_attention_projections():
         images = torch.randn(1, 3, spec.input_size, spec.input_size)
         with torch.no_grad():
             before = backbone.features(images, [backbone.default_kind])[backbone.default_kind]
-        wrapped = peft.get_peft_model(backbone.module, peft.LoraConfig(
-            r=2, target_modules=list(backbone.attention_projections)))
+        wrapped = peft.get_peft_model(
+            backbone.module, peft.LoraConfig(r=2, target_modules=list(backbone.attention_projections))
+        )
         for suffix in backbone.attention_projections:
             hits = _suffix_hits(backbone.module, suffix)
             assert len(hits) == len(backbone.blocks()), (name, suffix)

@@ -16,10 +16,10 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import build_registry
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from conftest import build_registry
 from medfm import UserError
 from medfm.io import sha256_file
 from medfm.records import load_record
@@ -165,11 +165,28 @@ def test_hf_family_loads_a_snapshot_folder_with_its_preprocessing(tmp_path):
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(4)
-    model = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                                     intermediate_size=64, image_size=56, patch_size=14)).eval()
-    folder = _save_hf(model, tmp_path / "dinov2", {
-        "image_mean": [0.4, 0.5, 0.6], "image_std": [0.2, 0.25, 0.3], "resample": 2, "do_center_crop": True,
-        "crop_size": {"height": 56, "width": 56}, "size": {"shortest_edge": 64}})
+    model = Dinov2Model(
+        Dinov2Config(
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=56,
+            patch_size=14,
+        )
+    ).eval()
+    folder = _save_hf(
+        model,
+        tmp_path / "dinov2",
+        {
+            "image_mean": [0.4, 0.5, 0.6],
+            "image_std": [0.2, 0.25, 0.3],
+            "resample": 2,
+            "do_center_crop": True,
+            "crop_size": {"height": 56, "width": 56},
+            "size": {"shortest_edge": 64},
+        },
+    )
     backbone = _load("hf/facebook/dinov2-small", weights=str(folder))
     prep = backbone.preprocessing
     assert (prep.size, prep.mean, prep.std, prep.interpolation) == (56, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), "bilinear")
@@ -198,8 +215,9 @@ def test_hf_family_keeps_the_image_tower_and_normalises_clip_tokens(tmp_path):
 
     torch.manual_seed(5)
     small = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
-    model = CLIPModel(CLIPConfig(text_config={**small, "vocab_size": 99},
-                                 vision_config={**small, "image_size": 56, "patch_size": 14})).eval()
+    model = CLIPModel(
+        CLIPConfig(text_config={**small, "vocab_size": 99}, vision_config={**small, "image_size": 56, "patch_size": 14})
+    ).eval()
     folder = _save_hf(model, tmp_path / "clip")
     backbone = _load("hf/openai/clip-vit-base-patch16@56", weights=str(folder))
     assert backbone.layout["mode"] == "prenorm" and backbone.layout["prefix"] == 1
@@ -286,8 +304,11 @@ class _RefModulation(nn.Module):
         self.h = nn.Conv2d(dim, dim, 1)
         self.proj = nn.Linear(dim, dim)
         self.focal_layers = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(dim, dim, 2 * k + window, padding=(2 * k + window) // 2, groups=dim, bias=False),
-                          nn.GELU()) for k in range(levels))
+            nn.Sequential(
+                nn.Conv2d(dim, dim, 2 * k + window, padding=(2 * k + window) // 2, groups=dim, bias=False), nn.GELU()
+            )
+            for k in range(levels)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         c = x.shape[-1]
@@ -295,8 +316,8 @@ class _RefModulation(nn.Module):
         total = 0
         for level, layer in enumerate(self.focal_layers):
             ctx = layer(ctx)
-            total = total + ctx * gates[:, level:level + 1]
-        total = total + F.gelu(ctx.mean((2, 3), keepdim=True)) * gates[:, self.levels:]
+            total = total + ctx * gates[:, level : level + 1]
+        total = total + F.gelu(ctx.mean((2, 3), keepdim=True)) * gates[:, self.levels :]
         return self.proj((q * self.h(total / (self.levels + 1))).permute(0, 2, 3, 1))
 
 
@@ -361,17 +382,25 @@ class ReferenceSeemFocalT(nn.Module):
 # Key names and tensor ranks from a real SEEM checkpoint's listing (SEEM issue #61, a Focal-L
 # checkpoint: same names as Focal-T, other widths), restricted to indices that exist in Focal-T.
 REAL_SEEM_KEYS = {
-    "backbone.layers.1.downsample.norm.weight": 1, "backbone.layers.1.downsample.proj.bias": 1,
-    "backbone.layers.1.downsample.proj.weight": 4, "backbone.layers.2.blocks.0.gamma_1": 1,
-    "backbone.layers.2.blocks.0.gamma_2": 1, "backbone.layers.2.blocks.0.mlp.fc1.bias": 1,
-    "backbone.layers.2.blocks.0.mlp.fc1.weight": 2, "backbone.layers.2.blocks.0.mlp.fc2.bias": 1,
-    "backbone.layers.2.blocks.0.mlp.fc2.weight": 2, "backbone.layers.2.blocks.0.modulation.f.bias": 1,
+    "backbone.layers.1.downsample.norm.weight": 1,
+    "backbone.layers.1.downsample.proj.bias": 1,
+    "backbone.layers.1.downsample.proj.weight": 4,
+    "backbone.layers.2.blocks.0.gamma_1": 1,
+    "backbone.layers.2.blocks.0.gamma_2": 1,
+    "backbone.layers.2.blocks.0.mlp.fc1.bias": 1,
+    "backbone.layers.2.blocks.0.mlp.fc1.weight": 2,
+    "backbone.layers.2.blocks.0.mlp.fc2.bias": 1,
+    "backbone.layers.2.blocks.0.mlp.fc2.weight": 2,
+    "backbone.layers.2.blocks.0.modulation.f.bias": 1,
     "backbone.layers.2.blocks.0.modulation.f.weight": 2,
     "backbone.layers.2.blocks.0.modulation.focal_layers.0.0.weight": 4,
     "backbone.layers.2.blocks.0.modulation.focal_layers.2.0.weight": 4,
-    "backbone.layers.2.blocks.0.modulation.h.bias": 1, "backbone.layers.2.blocks.0.modulation.h.weight": 4,
-    "backbone.layers.2.blocks.0.modulation.proj.bias": 1, "backbone.layers.2.blocks.0.modulation.proj.weight": 2,
-    "backbone.layers.2.blocks.0.norm1.weight": 1, "backbone.layers.2.blocks.0.norm2.bias": 1,
+    "backbone.layers.2.blocks.0.modulation.h.bias": 1,
+    "backbone.layers.2.blocks.0.modulation.h.weight": 4,
+    "backbone.layers.2.blocks.0.modulation.proj.bias": 1,
+    "backbone.layers.2.blocks.0.modulation.proj.weight": 2,
+    "backbone.layers.2.blocks.0.norm1.weight": 1,
+    "backbone.layers.2.blocks.0.norm2.bias": 1,
 }
 
 
@@ -401,7 +430,9 @@ def test_reference_seem_layout_has_the_real_checkpoint_key_names(seem_checkpoint
         assert key in state and state[key].ndim == rank, key
     assert state["backbone.layers.2.blocks.0.modulation.f.weight"].shape == (2 * 384 + 4, 384)
     assert state["backbone.layers.2.blocks.0.modulation.focal_layers.2.0.weight"].shape == (384, 1, 7, 7)
-    assert {"backbone.patch_embed.proj.weight", "backbone.norm3.weight", "backbone.layers.0.blocks.1.dw2.bias"} <= set(state)
+    assert {"backbone.patch_embed.proj.weight", "backbone.norm3.weight", "backbone.layers.0.blocks.1.dw2.bias"} <= set(
+        state
+    )
 
 
 @pytest.mark.parametrize("size", [64, 72])
@@ -432,14 +463,17 @@ def test_seem_without_a_checkpoint_says_where_to_get_it(tmp_path):
 
 
 # ---------------------------------------------------------------------- offline, and the runner
-@pytest.mark.parametrize("name, needle", [
-    ("dinov2_vits14", "timm/vit_small_patch14_dinov2.lvd142m"),
-    ("sam_vitb", "timm/samvit_base_patch16.sa1b"),
-    ("openclip_vitb16_laion2b", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K"),
-    ("blip_base", "Salesforce/blip-image-captioning-base"),
-    ("hf/facebook/dinov2-small", "huggingface-cli download facebook/dinov2-small"),
-    ("resnet50", "download.pytorch.org/models/resnet50-0676ba61.pth"),
-])
+@pytest.mark.parametrize(
+    "name, needle",
+    [
+        ("dinov2_vits14", "timm/vit_small_patch14_dinov2.lvd142m"),
+        ("sam_vitb", "timm/samvit_base_patch16.sa1b"),
+        ("openclip_vitb16_laion2b", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K"),
+        ("blip_base", "Salesforce/blip-image-captioning-base"),
+        ("hf/facebook/dinov2-small", "huggingface-cli download facebook/dinov2-small"),
+        ("resnet50", "download.pytorch.org/models/resnet50-0676ba61.pth"),
+    ],
+)
 def test_offline_without_weights_is_one_clear_line(name, needle):
     with pytest.raises(UserError) as info:
         _load(name)

@@ -13,8 +13,13 @@ from medfm.cache import FeatureCache, feature_key
 KEY_PARTS = {
     "backbone": {"name": "timm/vit_small", "revision": "1", "weights": "a" * 64},
     "kind": "cls",
-    "preprocessing": {"size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                      "interpolation": "bicubic", "resize": "resize"},
+    "preprocessing": {
+        "size": 224,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "interpolation": "bicubic",
+        "resize": "resize",
+    },
     "dataset": {"name": "medmnist/breastmnist", "revision": "1", "fingerprint": "f" * 64},
     "split": "train",
 }
@@ -22,8 +27,11 @@ KEY_PARTS = {
 
 def tensors(seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"features": torch.randn(12, 16, generator=g), "index": torch.arange(12, dtype=torch.int64),
-            "half": torch.randn(3, 5, generator=g).to(torch.bfloat16)}
+    return {
+        "features": torch.randn(12, 16, generator=g),
+        "index": torch.arange(12, dtype=torch.int64),
+        "half": torch.randn(3, 5, generator=g).to(torch.bfloat16),
+    }
 
 
 def files_under(root) -> list[str]:
@@ -132,6 +140,7 @@ def _variants():
             for p in path[:-1]:
                 target = target[p]
             target[path[-1]] = value
+
         return mutate
 
     return {
@@ -188,7 +197,9 @@ def test_failed_put_keeps_old_entry_and_leaves_no_temp(tmp_path, monkeypatch):
             f.write(b"partial garbage")
         raise OSError("disk full")
 
-    monkeypatch.setattr(cache_mod, "save_file", crash_midway)
+    import safetensors.torch
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash_midway)  # the cache imports it on use
     with pytest.raises(OSError, match="disk full"):
         cache.put(key, tensors(9), KEY_PARTS)
     assert files_under(tmp_path) == before

@@ -120,27 +120,48 @@ def test_blocked_plugin_disappears_from_listing(capsys, monkeypatch):
     assert {p["name"]: p for p in json.loads(out)}["knn"]["blocked"] is True
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["run", "--bogus"], "No such option: --bogus"),
-    (["lst"], "Did you mean 'list'?"),
-    (["run", "--seed", "abc"], "--seed"),
-    (["plot", "few-shot", "--bogus"], "No such option"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["run", "--bogus"], "No such option: --bogus"),
+        (["lst"], "Did you mean 'list'?"),
+        (["run", "--seed", "abc"], "--seed"),
+        (["plot", "few-shot", "--bogus"], "No such option"),
+    ],
+)
 def test_usage_errors_are_click_messages_not_tracebacks(capsys, args, needle):
     code, out, err = run_cli(args, capsys)
     assert code == 2 and "Traceback" not in out + err
     assert needle in err
 
 
-@pytest.mark.parametrize("setting,needle", [
-    ("protocol.linear_probe.epoch=5", "unknown option 'epoch'; did you mean 'epochs'?"),
-    ("protocol.linear_probe.epochs=abc", "option 'epochs' must be an integer, not 'abc'"),
-    ("protocol.knn.k_grid=[1,2.5]", "option 'k_grid' must be a list of integers"),
-])
+@pytest.mark.parametrize(
+    "setting,needle",
+    [
+        ("protocol.linear_probe.epoch=5", "unknown option 'epoch'; did you mean 'epochs'?"),
+        ("protocol.linear_probe.epochs=abc", "option 'epochs' must be an integer, not 'abc'"),
+        ("protocol.knn.k_grid=[1,2.5]", "option 'k_grid' must be a list of integers"),
+    ],
+)
 def test_bad_protocol_options_stop_the_run_before_anything_runs(capsys, tmp_path, setting, needle):
-    line = assert_one_line_user_error(*run_cli(
-        ["run", "-b", "random/test_vit@64", "-d", "synthetic/cxr-nodules", "-p", "knn", "-p", "linear_probe",
-         "--set", setting], capsys))
+    line = assert_one_line_user_error(
+        *run_cli(
+            [
+                "run",
+                "-b",
+                "random/test_vit@64",
+                "-d",
+                "synthetic/cxr-nodules",
+                "-p",
+                "knn",
+                "-p",
+                "linear_probe",
+                "--set",
+                setting,
+            ],
+            capsys,
+        )
+    )
     assert needle in line
     assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
 

@@ -64,8 +64,10 @@ def test_load_scalars_lists_and_tables(config_file):
     assert cfg.options_for("backbone", "efficientnet_lite0.in1k") == {}
     # relative paths written in the file are relative to the file's folder, not the working directory
     base = config_file.parent.resolve()
-    assert Path(cfg.options_for("backbone", "timm/vit_small_patch14_dinov2")["weights"]) == \
-        base / "weights" / "dinov2.safetensors"
+    assert (
+        Path(cfg.options_for("backbone", "timm/vit_small_patch14_dinov2")["weights"])
+        == base / "weights" / "dinov2.safetensors"
+    )
     assert cfg.path(cfg.results_dir) == base / "out" / "results"
     assert cfg.options_for("dataset", "chexpert")["root"] == "/data"  # absolute paths are kept
     assert cfg.options_for("protocol", "knn")["metric"] == "cosine"  # non-path strings are kept
@@ -76,9 +78,16 @@ def test_options_for_merges_glob_and_exact_by_specificity(config_file):
     cfg = load_config(config_file)
     # every matching table applies; exact beats globs, longer globs beat shorter ones
     assert cfg.options_for("dataset", "medmnist/breastmnist") == {
-        "root": "/data/medmnist", "size": 224, "cache": True, "download": False}
-    assert cfg.options_for("dataset", "medmnist/breastmnist_v2") == {"root": "/data/medmnist", "size": 128,
-                                                                       "cache": True}
+        "root": "/data/medmnist",
+        "size": 224,
+        "cache": True,
+        "download": False,
+    }
+    assert cfg.options_for("dataset", "medmnist/breastmnist_v2") == {
+        "root": "/data/medmnist",
+        "size": 128,
+        "cache": True,
+    }
     assert cfg.options_for("dataset", "medmnist/pathmnist") == {"root": "/data/medmnist", "size": 64, "cache": True}
     assert cfg.options_for("dataset", "chexpert") == {"root": "/data", "size": 28, "cache": True}
     assert cfg.options_for("protocol", "linear_probe") == {}
@@ -101,8 +110,9 @@ def test_options_for_returns_a_copy(config_file):
 
 def test_overrides_replace_file_values_and_ignore_none(config_file):
     cfg = load_config(config_file)
-    new = with_overrides(cfg, backbones=["random/resnet18"], datasets=[], protocols=None, seed=3, device=None,
-                         bootstrap=None)
+    new = with_overrides(
+        cfg, backbones=["random/resnet18"], datasets=[], protocols=None, seed=3, device=None, bootstrap=None
+    )
     assert new.backbones == ["random/resnet18"]
     assert new.datasets == cfg.datasets  # empty list = flag not given
     assert new.protocols == cfg.protocols
@@ -110,17 +120,26 @@ def test_overrides_replace_file_values_and_ignore_none(config_file):
     assert cfg.seed == 7  # replace() returns a new object
 
 
-@pytest.mark.parametrize("text, kind, name, key, value", [
-    ("protocol.knn.k_grid=[5,7]", "protocol", "knn", "k_grid", [5, 7]),
-    ("protocol.linear_probe.epochs=10", "protocol", "linear_probe", "epochs", 10),
-    ("protocol.linear_probe.lr=1e-3", "protocol", "linear_probe", "lr", 1e-3),
-    ("protocol.linear_probe.balanced=true", "protocol", "linear_probe", "balanced", True),
-    ("dataset.medmnist/breastmnist.size=28", "dataset", "medmnist/breastmnist", "size", 28),
-    ('backbone."timm/vit_b.augreg".weights="/w/a b.pt"', "backbone", "timm/vit_b.augreg", "weights", "/w/a b.pt"),
-    ("backbone.efficientnet_lite0.in1k.weights=/w/x.pt", "backbone", "efficientnet_lite0.in1k", "weights", "/w/x.pt"),
-    ("protocol.knn.metric=cosine", "protocol", "knn", "metric", "cosine"),
-    ("protocol.knn.note=a=b", "protocol", "knn", "note", "a=b"),
-])
+@pytest.mark.parametrize(
+    "text, kind, name, key, value",
+    [
+        ("protocol.knn.k_grid=[5,7]", "protocol", "knn", "k_grid", [5, 7]),
+        ("protocol.linear_probe.epochs=10", "protocol", "linear_probe", "epochs", 10),
+        ("protocol.linear_probe.lr=1e-3", "protocol", "linear_probe", "lr", 1e-3),
+        ("protocol.linear_probe.balanced=true", "protocol", "linear_probe", "balanced", True),
+        ("dataset.medmnist/breastmnist.size=28", "dataset", "medmnist/breastmnist", "size", 28),
+        ('backbone."timm/vit_b.augreg".weights="/w/a b.pt"', "backbone", "timm/vit_b.augreg", "weights", "/w/a b.pt"),
+        (
+            "backbone.efficientnet_lite0.in1k.weights=/w/x.pt",
+            "backbone",
+            "efficientnet_lite0.in1k",
+            "weights",
+            "/w/x.pt",
+        ),
+        ("protocol.knn.metric=cosine", "protocol", "knn", "metric", "cosine"),
+        ("protocol.knn.note=a=b", "protocol", "knn", "note", "a=b"),
+    ],
+)
 def test_parse_override_is_toml_typed(text, kind, name, key, value):
     got = parse_override(text)
     assert got == (kind, name, key, value)
@@ -129,8 +148,9 @@ def test_parse_override_is_toml_typed(text, kind, name, key, value):
 
 def test_set_overrides_merge_into_option_tables(config_file):
     cfg = load_config(config_file)
-    new = with_overrides(cfg, set=["protocol.knn.k_grid=[5,7]", "protocol.linear_probe.epochs=3",
-                                   'dataset."medmnist/*".size=32'])
+    new = with_overrides(
+        cfg, set=["protocol.knn.k_grid=[5,7]", "protocol.linear_probe.epochs=3", 'dataset."medmnist/*".size=32']
+    )
     assert new.options_for("protocol", "knn") == {"k_grid": [5, 7], "metric": "cosine"}
     assert new.options_for("protocol", "linear_probe") == {"epochs": 3}
     assert new.options_for("dataset", "medmnist/pathmnist")["size"] == 32
@@ -161,13 +181,16 @@ def test_unknown_key_names_file_and_suggests(tmp_path, key, suggestion):
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("text, key", [
-    ('seed = "zero"', "seed"),
-    ("seed = true", "seed"),
-    ("amp = 1", "amp"),
-    ("backbones = [1, 2]", "backbones"),
-    ('[backbone]\nweights = "x"', "backbone"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ('seed = "zero"', "seed"),
+        ("seed = true", "seed"),
+        ("amp = 1", "amp"),
+        ("backbones = [1, 2]", "backbones"),
+        ('[backbone]\nweights = "x"', "backbone"),
+    ],
+)
 def test_wrong_value_type_is_user_error(tmp_path, text, key):
     path = tmp_path / "types.toml"
     path.write_text(text + "\n")
@@ -205,10 +228,19 @@ def test_directory_instead_of_file_is_user_error(tmp_path):
 def test_a_resolution_variant_inherits_its_base_names_options():
     """``[backbone."timm/x"] weights = ...`` also applies to ``timm/x@112``; the variant's own table wins."""
     cfg = RunConfig(backbones=["timm/x@112"])
-    cfg.options["backbone"] = {"timm/x": {"weights": "/w/base.safetensors", "revision": "a"},
-                               "timm/x@112": {"revision": "b"}, "timm/*": {"pretrained": True, "revision": "c"}}
-    assert cfg.options_for("backbone", "timm/x@112") == {"weights": "/w/base.safetensors", "revision": "b",
-                                                         "pretrained": True}
-    assert cfg.options_for("backbone", "timm/x") == {"weights": "/w/base.safetensors", "revision": "a",
-                                                     "pretrained": True}
+    cfg.options["backbone"] = {
+        "timm/x": {"weights": "/w/base.safetensors", "revision": "a"},
+        "timm/x@112": {"revision": "b"},
+        "timm/*": {"pretrained": True, "revision": "c"},
+    }
+    assert cfg.options_for("backbone", "timm/x@112") == {
+        "weights": "/w/base.safetensors",
+        "revision": "b",
+        "pretrained": True,
+    }
+    assert cfg.options_for("backbone", "timm/x") == {
+        "weights": "/w/base.safetensors",
+        "revision": "a",
+        "pretrained": True,
+    }
     assert cfg.options_for("backbone", "timm/y@112") == {"pretrained": True, "revision": "c"}

@@ -69,17 +69,21 @@ def test_voi_lut_sequence_applied(tmp_path):
     ds.save_as(tmp_path / "reversed.dcm")
     assert np.abs(decode(tmp_path / "reversed.dcm").astype(int) - (255 - out.astype(int))).max() <= 1
     # window = "minmax" ignores the LUT
-    assert np.array_equal(decode(tmp_path / "reversed.dcm", DecodeOptions(window="minmax")),
-                          decode(path, DecodeOptions(window="minmax")))
+    assert np.array_equal(
+        decode(tmp_path / "reversed.dcm", DecodeOptions(window="minmax")), decode(path, DecodeOptions(window="minmax"))
+    )
 
 
-@pytest.mark.parametrize("compressed,reference", [
-    ("MR_small_RLE.dcm", "MR_small.dcm"),                 # RLE lossless
-    ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"),    # JPEG-LS lossless
-    ("MR_small_jp2klossless.dcm", "MR_small.dcm"),        # JPEG 2000 lossless
-    ("SC_rgb_jpeg_gdcm.dcm", "SC_rgb.dcm"),              # JPEG lossless process 14, RGB (pydicom-data)
-    ("RG1_J2KR.dcm", "RG1_UNCR.dcm"),                    # JPEG 2000 lossless, MONOCHROME1 CR (pydicom-data)
-])
+@pytest.mark.parametrize(
+    "compressed,reference",
+    [
+        ("MR_small_RLE.dcm", "MR_small.dcm"),  # RLE lossless
+        ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"),  # JPEG-LS lossless
+        ("MR_small_jp2klossless.dcm", "MR_small.dcm"),  # JPEG 2000 lossless
+        ("SC_rgb_jpeg_gdcm.dcm", "SC_rgb.dcm"),  # JPEG lossless process 14, RGB (pydicom-data)
+        ("RG1_J2KR.dcm", "RG1_UNCR.dcm"),  # JPEG 2000 lossless, MONOCHROME1 CR (pydicom-data)
+    ],
+)
 def test_compressed_transfer_syntaxes_decode_like_uncompressed(compressed, reference):
     assert np.array_equal(decode(shipped(compressed)), decode(shipped(reference)))
 
@@ -116,7 +120,7 @@ def test_nifti_as_slices():
 
 
 def test_png_16bit_tiff_and_palette(tmp_path):
-    wide = (np.arange(64 * 32, dtype=np.uint16).reshape(32, 64) * 20)
+    wide = np.arange(64 * 32, dtype=np.uint16).reshape(32, 64) * 20
     Image.fromarray(wide).save(tmp_path / "a.png")
     out = decode(tmp_path / "a.png")
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
@@ -176,8 +180,9 @@ def test_cache_works_in_dataloader_workers(tmp_path):
     for i, f in enumerate(files):
         Image.fromarray(np.full((40, 30, 3), 50 * i, np.uint8)).save(f)
     images = FileImages(files, cache_dir=tmp_path / "cache")
-    loader = torch.utils.data.DataLoader(PreprocessedImages(images, Preprocessing(size=32)), batch_size=2,
-                                         num_workers=2)
+    loader = torch.utils.data.DataLoader(
+        PreprocessedImages(images, Preprocessing(size=32)), batch_size=2, num_workers=2
+    )
     batches = list(loader)
     assert [tuple(b.shape) for b in batches] == [(2, 3, 32, 32)] * 2
     assert all(images.is_cached(i) for i in range(4))

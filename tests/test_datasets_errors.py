@@ -8,13 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_datasets_plugins import (
+    CHEXPERT_HEADER,
+    load,
+    write_aptos,
+    write_cbis,
+    write_chexpert,
+    write_isic,
+    write_manifest,
+    write_nih,
+)
 
 from medfm import UserError, cli
 from medfm.decode import DecodeError
 from medfm.registry import Entry
 from medfm.splits import assign_splits
-from test_datasets_plugins import (CHEXPERT_HEADER, load, write_aptos, write_cbis, write_chexpert, write_isic,
-                                   write_manifest, write_nih)
 
 
 @pytest.fixture
@@ -29,15 +37,25 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
     return message
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("nih/chestx-ray14", "Data_Entry_2017_v2020.csv"), ("chexpert/small", "train.csv"),
-    ("chexpert/full-14", "CheXpert-v1.0 folder"), ("aptos/2019", "train_images/<id_code>.png"),
-    ("isic/2019", "ISIC_2019_Training_GroundTruth.csv"), ("cbis-ddsm/mass", "mass_case_description_train_set.csv"),
-    ("cbis-ddsm/calc-roi", "calc_case_description_test_set.csv"), ("tb/montgomery", "MCUCXR_NNNN"),
-    ("tb/shenzhen", "CHNCXR_NNNN"), ("brain-tumor-mri", "Training/<class>"), ("sars-cov-2-ct", "non-COVID"),
-    ("folder/binary/x", "<root>/<class>/<image>"), ("dicom/binary/x", "labels.csv"),
-    ("medmnist/breastmnist", "breastmnist.npz"),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("nih/chestx-ray14", "Data_Entry_2017_v2020.csv"),
+        ("chexpert/small", "train.csv"),
+        ("chexpert/full-14", "CheXpert-v1.0 folder"),
+        ("aptos/2019", "train_images/<id_code>.png"),
+        ("isic/2019", "ISIC_2019_Training_GroundTruth.csv"),
+        ("cbis-ddsm/mass", "mass_case_description_train_set.csv"),
+        ("cbis-ddsm/calc-roi", "calc_case_description_test_set.csv"),
+        ("tb/montgomery", "MCUCXR_NNNN"),
+        ("tb/shenzhen", "CHNCXR_NNNN"),
+        ("brain-tumor-mri", "Training/<class>"),
+        ("sars-cov-2-ct", "non-COVID"),
+        ("folder/binary/x", "<root>/<class>/<image>"),
+        ("dicom/binary/x", "labels.csv"),
+        ("medmnist/breastmnist", "breastmnist.npz"),
+    ],
+)
 def test_missing_root_is_one_line_with_the_layout(registry, tmp_path, name, expected):
     with pytest.raises(UserError) as exc:
         load(registry, name, root=str(tmp_path / "absent"))
@@ -86,13 +104,16 @@ def _rewrite(path: Path, old: str, new: str) -> None:
     path.write_text(path.read_text().replace(old, new, 1))
 
 
-@pytest.mark.parametrize("edit,pattern", [
-    (("id_code,diagnosis", "id_code,grade"), r"train.csv, line 1: missing column 'diagnosis'"),
-    ((",3\n", ",7\n"), r"train.csv, line 5, column 'diagnosis': unknown label '7'"),
-    ((",3\n", ",\n"), r"train.csv, line 5, column 'diagnosis': is empty or NaN"),
-    ((",3\n", ",NaN\n"), r"train.csv, line 5, column 'diagnosis': is empty or NaN"),
-    ((",3\n", ",three\n"), r"train.csv, line 5, column 'diagnosis': unknown label 'three'"),
-])
+@pytest.mark.parametrize(
+    "edit,pattern",
+    [
+        (("id_code,diagnosis", "id_code,grade"), r"train.csv, line 1: missing column 'diagnosis'"),
+        ((",3\n", ",7\n"), r"train.csv, line 5, column 'diagnosis': unknown label '7'"),
+        ((",3\n", ",\n"), r"train.csv, line 5, column 'diagnosis': is empty or NaN"),
+        ((",3\n", ",NaN\n"), r"train.csv, line 5, column 'diagnosis': is empty or NaN"),
+        ((",3\n", ",three\n"), r"train.csv, line 5, column 'diagnosis': unknown label 'three'"),
+    ],
+)
 def test_aptos_csv_errors_name_file_line_and_column(registry, tmp_path, edit, pattern):
     root = write_aptos(tmp_path / "aptos")
     _rewrite(root / "train.csv", *edit)
@@ -141,8 +162,11 @@ def test_isic_unk_and_non_one_hot(registry, tmp_path):
 def test_cbis_unknown_pathology(registry, tmp_path):
     root = write_cbis(tmp_path / "cbis", "mass")
     _rewrite(root / "mass_case_description_test_set.csv", "BENIGN_WITHOUT_CALLBACK", "UNPROVEN")
-    with pytest.raises(UserError, match=r"mass_case_description_test_set.csv, line \d+, column 'pathology': "
-                                        r"unknown label 'UNPROVEN'"):
+    with pytest.raises(
+        UserError,
+        match=r"mass_case_description_test_set.csv, line \d+, column 'pathology': "
+        r"unknown label 'UNPROVEN'",
+    ):
         load(registry, "cbis-ddsm/mass", root=str(root))
 
 
@@ -218,6 +242,7 @@ def test_multilabel_split_and_too_small_data(tmp_path):
 def test_list_datasets_shows_metadata_without_loading(capsys, monkeypatch, tmp_path, registry_factory):
     monkeypatch.setenv("MEDFM_CACHE_DIR", str(tmp_path / "cache"))
     registry = registry_factory()
+
     def boom(spec, **options):
         raise AssertionError(f"listing loaded {spec.name}")
 
@@ -228,8 +253,17 @@ def test_list_datasets_shows_metadata_without_loading(capsys, monkeypatch, tmp_p
         cli.main(["list", "datasets", "--json"])
     assert info.value.code in (0, None)
     entries = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
-    for name in ("nih/chestx-ray14", "chexpert/small", "aptos/2019", "isic/2019", "cbis-ddsm/mass-roi",
-                 "tb/montgomery", "brain-tumor-mri", "sars-cov-2-ct", "medmnist/retinamnist_224"):
+    for name in (
+        "nih/chestx-ray14",
+        "chexpert/small",
+        "aptos/2019",
+        "isic/2019",
+        "cbis-ddsm/mass-roi",
+        "tb/montgomery",
+        "brain-tumor-mri",
+        "sars-cov-2-ct",
+        "medmnist/retinamnist_224",
+    ):
         assert entries[name]["license"] and entries[name]["citation"] and entries[name]["classes"]
     assert entries["nih/chestx-ray14"]["task"] == "multilabel" and entries["aptos/2019"]["task"] == "ordinal"
     assert entries["medmnist/organcmnist"]["splits"] == {"train": 12975, "val": 2392, "test": 8216}

@@ -18,17 +18,25 @@ from medfm import Dataset, UserError
 
 pytest.importorskip("pydicom")
 
-NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Sex,View Position,"
-              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],")
-CHEXPERT_HEADER = ("Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
-                   "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
-                   "Pleural Effusion,Pleural Other,Fracture,Support Devices")
-MASS_HEADER = ("patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,"
-               "mass shape,mass margins,assessment,pathology,subtlety,image file path,cropped image file path,"
-               "ROI mask file path")
-CALC_HEADER = ("patient_id,breast density,left or right breast,image view,abnormality id,abnormality type,"
-               "calc type,calc distribution,assessment,pathology,subtlety,image file path,cropped image file path,"
-               "ROI mask file path")
+NIH_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Sex,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],"
+)
+CHEXPERT_HEADER = (
+    "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
+    "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
+    "Pleural Effusion,Pleural Other,Fracture,Support Devices"
+)
+MASS_HEADER = (
+    "patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,"
+    "mass shape,mass margins,assessment,pathology,subtlety,image file path,cropped image file path,"
+    "ROI mask file path"
+)
+CALC_HEADER = (
+    "patient_id,breast density,left or right breast,image view,abnormality id,abnormality type,"
+    "calc type,calc distribution,assessment,pathology,subtlety,image file path,cropped image file path,"
+    "ROI mask file path"
+)
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (24, 20), mode: str = "L") -> Path:
@@ -87,13 +95,24 @@ def assert_well_formed(ds: Dataset, task: str, n_classes: int) -> None:
 def write_nih(root: Path, kaggle_parts: bool = True) -> Path:
     """Data_Entry_2017_v2020.csv, the two official lists and images_00N/images/*.png."""
     rows, test, train_val = [], [], []
-    findings = ["No Finding", "Cardiomegaly", "Cardiomegaly|Emphysema", "Effusion", "No Finding", "Hernia|Mass",
-                "Pleural_Thickening", "No Finding", "Nodule|Pneumonia|Infiltration", "Atelectasis"]
+    findings = [
+        "No Finding",
+        "Cardiomegaly",
+        "Cardiomegaly|Emphysema",
+        "Effusion",
+        "No Finding",
+        "Hernia|Mass",
+        "Pleural_Thickening",
+        "No Finding",
+        "Nodule|Pneumonia|Infiltration",
+        "Atelectasis",
+    ]
     for p in range(1, 11):
         for follow in range(2):
             name = f"{p:08d}_{follow:03d}.png"
-            rows.append(f"{name},{findings[p - 1]},{follow},{p},{50 + p},{'M' if p % 2 else 'F'},PA,2500,2048,"
-                        "0.143,0.143,")
+            rows.append(
+                f"{name},{findings[p - 1]},{follow},{p},{50 + p},{'M' if p % 2 else 'F'},PA,2500,2048,0.143,0.143,"
+            )
             (test if p >= 9 else train_val).append(name)
             part = f"images_{1 + p % 2:03d}/images" if kaggle_parts else "images"
             write_image(root / part / name, p * 10 + follow)
@@ -150,7 +169,9 @@ def test_chexpert_uncertainty_policies_and_frontal_only(registry, tmp_path, poli
     ids = [i for s in ds.split_names for i in ds.split(s).ids]
     assert all(i.endswith("view1_frontal.jpg") for i in ids)  # frontal only by default
     assert all(i.startswith(("train/", "valid/")) for i in ids)  # edition prefix stripped
-    assert sorted(ds.split("test").ids) == [f"valid/patient{p:05d}/study1/view1_frontal.jpg" for p in range(64541, 64545)]
+    assert sorted(ds.split("test").ids) == [
+        f"valid/patient{p:05d}/study1/view1_frontal.jpg" for p in range(64541, 64545)
+    ]
     # patient00001 (i = 0): Atelectasis is observation 8 -> values[(0 + 8) % 6] = "-1.0" (uncertain)
     by_id = {i: y for s in ("train", "val") for i, y in zip(ds.split(s).ids, ds.split(s).labels.tolist())}
     key = "train/patient00001/study1/view1_frontal.jpg"
@@ -172,10 +193,12 @@ def test_chexpert_all_observations_and_laterals(registry, tmp_path):
 
 # ------------------------------------------------------------------------------ APTOS 2019
 def write_aptos(root: Path, n: int = 20) -> Path:
-    codes = [f"{0x1a2b3c4d5e6f + i:012x}" for i in range(n)]
+    codes = [f"{0x1A2B3C4D5E6F + i:012x}" for i in range(n)]
     for i, code in enumerate(codes):
         write_image(root / "train_images" / f"{code}.png", i, mode="RGB")
-    (root / "train.csv").write_text("id_code,diagnosis\n" + "\n".join(f"{c},{i % 5}" for i, c in enumerate(codes)) + "\n")
+    (root / "train.csv").write_text(
+        "id_code,diagnosis\n" + "\n".join(f"{c},{i % 5}" for i, c in enumerate(codes)) + "\n"
+    )
     (root / "test.csv").write_text("id_code\n" + "ffffffffffff\n")
     return root
 
@@ -203,9 +226,12 @@ def write_isic(root: Path, nested: bool = True) -> Path:
         lesion = f"HAM_{i // 2:07d}" if i < 20 else ""  # two images per lesion; some without a lesion id
         meta.append(f"{image},{30 + i},anterior torso,{lesion},{'male' if i % 2 else 'female'}")
         write_image(folder / f"{image}.jpg", i, mode="RGB")
-    (root / "ISIC_2019_Training_GroundTruth.csv").write_text("image," + ",".join(classes) + ",UNK\n" + "\n".join(truth) + "\n")
+    (root / "ISIC_2019_Training_GroundTruth.csv").write_text(
+        "image," + ",".join(classes) + ",UNK\n" + "\n".join(truth) + "\n"
+    )
     (root / "ISIC_2019_Training_Metadata.csv").write_text(
-        "image,age_approx,anatom_site_general,lesion_id,sex\n" + "\n".join(meta) + "\n")
+        "image,age_approx,anatom_site_general,lesion_id,sex\n" + "\n".join(meta) + "\n"
+    )
     return root
 
 
@@ -225,8 +251,16 @@ def write_cbis(root: Path, kind: str = "mass", nbia_layout: bool = True) -> Path
     """The case-description CSVs plus DICOM folders (NBIA descriptive names, or the CSV's UID paths)."""
     header = MASS_HEADER if kind == "mass" else CALC_HEADER
     prefix = "Mass" if kind == "mass" else "Calc"
-    pathologies = ["MALIGNANT", "BENIGN", "BENIGN_WITHOUT_CALLBACK", "MALIGNANT", "BENIGN", "MALIGNANT",
-                   "BENIGN", "MALIGNANT"]
+    pathologies = [
+        "MALIGNANT",
+        "BENIGN",
+        "BENIGN_WITHOUT_CALLBACK",
+        "MALIGNANT",
+        "BENIGN",
+        "MALIGNANT",
+        "BENIGN",
+        "MALIGNANT",
+    ]
     for split, part, patients in (("Training", "train", range(1, 9)), ("Test", "test", range(20, 24))):
         rows = []
         for k, p in enumerate(patients):
@@ -237,12 +271,26 @@ def write_cbis(root: Path, kind: str = "mass", nbia_layout: bool = True) -> Path
                 mask = f"{case}_1/1.3.6.1.4.1.9590.100.1.2.{p}{k}2/1.3.6.1.4.1.9590.100.1.2.{p}{k}3/000001.dcm"
                 pathology = pathologies[k % len(pathologies)]
                 desc = "IRREGULAR,SPICULATED" if kind == "mass" else "PLEOMORPHIC,SEGMENTAL"
-                rows.append(f"P_{p:05d},3,LEFT,{view},1,{kind},{desc},4,{pathology},4,{full},{crop},\"{mask}\n\"")
+                rows.append(f'P_{p:05d},3,LEFT,{view},1,{kind},{desc},4,{pathology},4,{full},{crop},"{mask}\n"')
                 base = root / "CBIS-DDSM"
                 if nbia_layout:
-                    files = {base / case / "07-20-2016-DDSM-NA-74994" / "1.000000-full mammogram images-24515" / "1-1.dcm": "CT_small.dcm",
-                             base / f"{case}_1" / "08-07-2016-DDSM-NA-09887" / "1.000000-ROI mask images-18269" / "1-1.dcm": "CT_small.dcm",
-                             base / f"{case}_1" / "08-07-2016-DDSM-NA-09887" / "1.000000-cropped images-45231" / "1-1.dcm": "MR_small.dcm"}
+                    files = {
+                        base
+                        / case
+                        / "07-20-2016-DDSM-NA-74994"
+                        / "1.000000-full mammogram images-24515"
+                        / "1-1.dcm": "CT_small.dcm",
+                        base
+                        / f"{case}_1"
+                        / "08-07-2016-DDSM-NA-09887"
+                        / "1.000000-ROI mask images-18269"
+                        / "1-1.dcm": "CT_small.dcm",
+                        base
+                        / f"{case}_1"
+                        / "08-07-2016-DDSM-NA-09887"
+                        / "1.000000-cropped images-45231"
+                        / "1-1.dcm": "MR_small.dcm",
+                    }
                 else:
                     files = {root / full: "CT_small.dcm", root / crop: "MR_small.dcm", root / mask: "CT_small.dcm"}
                 for dest, src in files.items():
@@ -309,8 +357,11 @@ def test_shenzhen(registry, tmp_path):
 
 # ------------------------------------------------------------------------------ brain MRI, SARS-CoV-2 CT
 def write_brain(root: Path, old_names: bool = False) -> Path:
-    classes = ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"] if old_names else \
-        ["glioma", "meningioma", "notumor", "pituitary"]
+    classes = (
+        ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
+        if old_names
+        else ["glioma", "meningioma", "notumor", "pituitary"]
+    )
     for folder, tag, n in (("Training", "Tr", 6), ("Testing", "Te", 2)):
         for c in classes:
             for i in range(n):
@@ -400,8 +451,17 @@ def test_csv_manifest_multilabel_columns(registry, tmp_path):
     assert ds.classes == ("effusion", "edema") and ds.split("test").labels.shape[1] == 2
 
 
-DICOMS = ["CT_small.dcm", "MR_small.dcm", "JPGExtended.dcm", "MR_small_RLE.dcm", "emri_small.dcm",
-          "MR_small_jpeg_ls_lossless.dcm", "693_J2KI.dcm", "SC_rgb_jpeg_dcmtk.dcm", "JPEG2000.dcm"]
+DICOMS = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "JPGExtended.dcm",
+    "MR_small_RLE.dcm",
+    "emri_small.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "693_J2KI.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "JPEG2000.dcm",
+]
 # by PatientID: 1CT1 train; 4MR1 (files 1, 3, 5) train; 8NM1 (2, 8) val; emri (no id) train; CQ500, ID1 test
 SPLITS_BY_PATIENT = ["train", "train", "val", "train", "train", "train", "test", "test", "val"]
 
@@ -439,8 +499,14 @@ def test_dicom_folder_by_sop_instance_uid(registry, tmp_path):
     rows = [f"{u},{'b' if i % 2 else 'a'},{SPLITS_BY_PATIENT[i]}" for u, i in first.items()]
     assert len(rows) < len(rels)
     (tmp_path / "truth.csv").write_text("SOPInstanceUID,finding,split\n" + "\n".join(rows) + "\n")
-    ds = load(registry, "dicom/binary/by-uid", root=str(root), labels_file=str(tmp_path / "truth.csv"),
-              key_column="SOPInstanceUID", label_column="finding")
+    ds = load(
+        registry,
+        "dicom/binary/by-uid",
+        root=str(root),
+        labels_file=str(tmp_path / "truth.csv"),
+        key_column="SOPInstanceUID",
+        label_column="finding",
+    )
     assert ds.classes == ("a", "b")
     # every file of a listed UID is a sample with that row's label
     assert sorted(i for s in ds.split_names for i in ds.split(s).ids) == sorted(rels)
@@ -450,13 +516,23 @@ def _hf_dataset(with_val: bool = True):
     import datasets
 
     rng = np.random.default_rng(0)
-    features = datasets.Features({"img": datasets.Image(), "dx": datasets.ClassLabel(names=["benign", "malignant"]),
-                                  "patient": datasets.Value("string")})
+    features = datasets.Features(
+        {
+            "img": datasets.Image(),
+            "dx": datasets.ClassLabel(names=["benign", "malignant"]),
+            "patient": datasets.Value("string"),
+        }
+    )
 
     def part(n, offset):
         return datasets.Dataset.from_dict(
-            {"img": [Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(n)],
-             "dx": [i % 2 for i in range(n)], "patient": [f"p{offset + i // 2}" for i in range(n)]}, features=features)
+            {
+                "img": [Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(n)],
+                "dx": [i % 2 for i in range(n)],
+                "patient": [f"p{offset + i // 2}" for i in range(n)],
+            },
+            features=features,
+        )
 
     parts = {"train": part(20, 0), "test": part(6, 100)}
     if with_val:
@@ -483,8 +559,15 @@ def test_hf_hub_id_missing_val_carved_by_patient(registry, tmp_path, monkeypatch
         return _hf_dataset(with_val=False)
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    ds = load(registry, "hf/binary/org/skin", image_column="img", label_column="dx", patient_column="patient",
-              revision="main", val_fraction=0.25)
+    ds = load(
+        registry,
+        "hf/binary/org/skin",
+        image_column="img",
+        label_column="dx",
+        patient_column="patient",
+        revision="main",
+        val_fraction=0.25,
+    )
     assert calls == [("org/skin", None, "main")]
     assert_well_formed(ds, "binary", 2)
     assert set(ds.split("train").groups).isdisjoint(set(ds.split("val").groups))

@@ -40,8 +40,13 @@ def test_real_breastmnist_through_the_plugin(registry, shared_assets):
 
 
 def test_real_kermany_radiographs_through_the_folder_plugin(registry, shared_assets):
-    ds = load(registry, "folder/binary/kermany", root=str(shared_assets / "chest_xray_kermany"),
-              group_regex=KERMANY_GROUPS, max_side=256)
+    ds = load(
+        registry,
+        "folder/binary/kermany",
+        root=str(shared_assets / "chest_xray_kermany"),
+        group_regex=KERMANY_GROUPS,
+        max_side=256,
+    )
     assert ds.classes == ("NORMAL", "PNEUMONIA")
     assert sum(len(ds.split(s)) for s in ds.split_names) == 16
     ds.check_group_leaks()
@@ -62,12 +67,22 @@ def test_full_pipeline_on_real_data_decodes_each_image_once(registry, shared_ass
         return real_decode(path, options)
 
     monkeypatch.setattr(image_cache, "decode", counting)
-    cfg = RunConfig(backbones=["random/test_resnet@64", "random/test_vit@64"],
-                    datasets=["folder/binary/kermany", "medmnist/breastmnist"], protocols=["knn"],
-                    results_dir=str(tmp_path / "results"), cache_dir=str(tmp_path / "features"),
-                    leaderboard=str(tmp_path / "leaderboard.md"), bootstrap=50, batch_size=64, device="cpu")
-    cfg.options["dataset"]["folder/binary/kermany"] = {"root": str(shared_assets / "chest_xray_kermany"),
-                                                       "group_regex": KERMANY_GROUPS, "max_side": 128}
+    cfg = RunConfig(
+        backbones=["random/test_resnet@64", "random/test_vit@64"],
+        datasets=["folder/binary/kermany", "medmnist/breastmnist"],
+        protocols=["knn"],
+        results_dir=str(tmp_path / "results"),
+        cache_dir=str(tmp_path / "features"),
+        leaderboard=str(tmp_path / "leaderboard.md"),
+        bootstrap=50,
+        batch_size=64,
+        device="cpu",
+    )
+    cfg.options["dataset"]["folder/binary/kermany"] = {
+        "root": str(shared_assets / "chest_xray_kermany"),
+        "group_regex": KERMANY_GROUPS,
+        "max_side": 128,
+    }
     cfg.options["dataset"]["medmnist/breastmnist"] = {"root": str(shared_assets / "medmnist")}
     cfg.options["protocol"]["knn"] = {"k_grid": [3, 5]}
     outcomes = Runner(registry, cfg).run()
@@ -86,15 +101,20 @@ def test_full_pipeline_on_real_data_decodes_each_image_once(registry, shared_ass
 # ------------------------------------------------------------------------------ MedMNIST download
 def _fake_npz(path):
     rng = np.random.default_rng(0)
-    arrays = {f"{s}_{k}": (rng.integers(0, 255, (n, 28, 28), dtype=np.uint8) if k == "images"
-                           else rng.integers(0, 2, (n, 1)))
-              for s, n in (("train", 12), ("val", 4), ("test", 6)) for k in ("images", "labels")}
+    arrays = {
+        f"{s}_{k}": (rng.integers(0, 255, (n, 28, 28), dtype=np.uint8) if k == "images" else rng.integers(0, 2, (n, 1)))
+        for s, n in (("train", 12), ("val", 4), ("test", 6))
+        for k in ("images", "labels")
+    }
     np.savez_compressed(path, **arrays)
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def test_official_urls_and_md5_table():
-    assert medmnist.official_url("breastmnist", 28) == "https://zenodo.org/records/10519652/files/breastmnist.npz?download=1"
+    assert (
+        medmnist.official_url("breastmnist", 28)
+        == "https://zenodo.org/records/10519652/files/breastmnist.npz?download=1"
+    )
     assert medmnist.official_url("chestmnist", 224).endswith("/chestmnist_224.npz?download=1")
     assert medmnist.official_md5("breastmnist", 28) == "750601b1f35ba3300ea97c75c52ff8f6"
     assert medmnist.official_md5("organsmnist", 64) == "53a6d115339d874c25e309a994ff46d3"

@@ -31,11 +31,15 @@ def _fake_distribution(root: Path, name: str, entry_points: str, modules: dict[s
 @pytest.fixture
 def broken_plugins(tmp_path: Path, monkeypatch) -> Path:
     root = _fake_distribution(
-        tmp_path / "site", "broken-medfm-plugins",
+        tmp_path / "site",
+        "broken-medfm-plugins",
         "import_fails = broken_import_module\nraises_in_hook = raising_hook_module\n",
-        {"broken_import_module": "import no_such_dependency_xyz\n",
-         "raising_hook_module": "from medfm import hookimpl\n\n@hookimpl\ndef register_backbones(register):\n"
-                                "    raise RuntimeError('weights server unreachable')\n"})
+        {
+            "broken_import_module": "import no_such_dependency_xyz\n",
+            "raising_hook_module": "from medfm import hookimpl\n\n@hookimpl\ndef register_backbones(register):\n"
+            "    raise RuntimeError('weights server unreachable')\n",
+        },
+    )
     monkeypatch.syspath_prepend(str(root))
     return root
 
@@ -58,16 +62,28 @@ def test_cli_reports_broken_plugins_and_keeps_working(broken_plugins, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(broken_plugins)}
     exe = str(Path(sys.executable).parent / "medfm")
     listed = subprocess.run([exe, "plugins", "--json"], capture_output=True, text=True, env=env, timeout=120)
-    assert listed.returncode == 0, listed.stderr
+    assert listed.returncode == 1, listed.stderr  # a plugin that failed to load is a failure of `plugins`
     by_name = {p["name"]: p for p in json.loads(listed.stdout)}
     assert by_name["import_fails"]["errors"] and not by_name["knn"]["errors"]
+    table = subprocess.run([exe, "plugins"], capture_output=True, text=True, env=env, timeout=120)
+    assert table.returncode == 1 and "2 plugin(s) failed to load" in table.stderr, table.stderr
+    assert "import_fails" in table.stderr and "raises_in_hook" in table.stderr
     other = subprocess.run([exe, "list", "protocols"], capture_output=True, text=True, env=env, timeout=120)
     assert other.returncode == 0
     warnings = [line for line in other.stderr.splitlines() if line.startswith("warning:")]
     assert any("import_fails" in line for line in warnings) and any("raises_in_hook" in line for line in warnings)
-    blocked = subprocess.run([exe, "list", "protocols"], capture_output=True, text=True, timeout=120,
-                             env={**env, "MEDFM_BLOCK_PLUGINS": "import_fails,raises_in_hook"})
+    blocked = subprocess.run(
+        [exe, "list", "protocols"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "MEDFM_BLOCK_PLUGINS": "import_fails,raises_in_hook"},
+    )
     assert "warning" not in blocked.stderr
+    healthy = subprocess.run(
+        [exe, "plugins"], capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""}
+    )
+    assert healthy.returncode == 0, healthy.stderr
 
 
 def test_device_selection(monkeypatch):

@@ -40,8 +40,7 @@ def _env() -> dict[str, str]:
 
 
 def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], cwd=cwd, env=_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def _installed() -> bool:
@@ -129,8 +128,11 @@ def installed_example(request, tmp_path_factory):
             _run([sys.executable, "-m", "pip", "uninstall", "-y", DIST], cwd=workdir)
 
     request.addfinalizer(uninstall)  # before installing: a half-done install is cleaned up too
-    proc = _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-                 str(source)], cwd=workdir, timeout=180)
+    proc = _run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", str(source)],
+        cwd=workdir,
+        timeout=180,
+    )
     assert proc.returncode == 0, f"pip install failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     importlib.invalidate_caches()
     return workdir
@@ -151,9 +153,30 @@ def test_installed_plugin_is_listed_and_runs(installed_example, tmp_path):
     assert {"kind": "backbone", "name": SPEC} in info["specs"]
 
     results, lb = tmp_path / "results", tmp_path / "lb.md"
-    proc = _run([MEDFM, "run", "-b", SPEC, "-d", DATASET, "-p", "knn", "--results", results,
-                 "--cache-dir", tmp_path / "cache", "--leaderboard", lb,
-                 "--set", f"dataset.{DATASET}.patients=40", "--bootstrap", "200"], cwd=tmp_path, timeout=300)
+    proc = _run(
+        [
+            MEDFM,
+            "run",
+            "-b",
+            SPEC,
+            "-d",
+            DATASET,
+            "-p",
+            "knn",
+            "--results",
+            results,
+            "--cache-dir",
+            tmp_path / "cache",
+            "--leaderboard",
+            lb,
+            "--set",
+            f"dataset.{DATASET}.patients=40",
+            "--bootstrap",
+            "200",
+        ],
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"medfm run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
     path = cell_paths(results, SPEC, DATASET, "knn", "tester", 0).record

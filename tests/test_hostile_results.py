@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from record_support import binary_predictions, make_record, write_submission
 
 from medfm import DatasetSpec, hookimpl
 from medfm import records as records_module
@@ -31,8 +32,6 @@ from medfm.registry import load_registry
 from medfm.standings import Policy, build_standings
 from medfm.test_set import split_identity
 from medfm.verification import DatasetFacts, KnownSpecs, scan_results
-
-from record_support import binary_predictions, make_record, write_submission
 
 PUBLISHED = "fuzz/published"
 STRONG = binary_predictions(strength=0.35, seed=1)
@@ -63,8 +62,16 @@ class FuzzDataset:
 
     @hookimpl
     def register_datasets(self, register):
-        register(DatasetSpec(name=PUBLISHED, load=lambda spec: None, task="binary", classes=("no", "yes"),
-                             revision="1", test_identity=IDENTITY))
+        register(
+            DatasetSpec(
+                name=PUBLISHED,
+                load=lambda spec: None,
+                task="binary",
+                classes=("no", "yes"),
+                revision="1",
+                test_identity=IDENTITY,
+            )
+        )
 
 
 @pytest.fixture
@@ -97,10 +104,23 @@ def ranked_view(standings) -> list:
     out = []
     for t in standings.section("ranked"):
         for b in t.blocks:
-            out.append((t.protocol, t.version, tuple(c.label for c in t.columns),
-                        [(r.label, r.rank, r.group, r.mean,
-                          [(k, c.value, c.interval, len(c.rankable)) for k, c in sorted(r.cells.items())])
-                         for r in b.rows]))
+            out.append(
+                (
+                    t.protocol,
+                    t.version,
+                    tuple(c.label for c in t.columns),
+                    [
+                        (
+                            r.label,
+                            r.rank,
+                            r.group,
+                            r.mean,
+                            [(k, c.value, c.interval, len(c.rankable)) for k, c in sorted(r.cells.items())],
+                        )
+                        for r in b.rows
+                    ],
+                )
+            )
     return out
 
 
@@ -132,12 +152,24 @@ def edit(path: Path, change: Callable[[dict], None]) -> Path:
     return path
 
 
-def new_record(root: Path, preds: Predictions, *, raw_change: Callable[[dict], None] | None = None,
-               write_preds: bool = True, **kwargs) -> Path:
+def new_record(
+    root: Path,
+    preds: Predictions,
+    *,
+    raw_change: Callable[[dict], None] | None = None,
+    write_preds: bool = True,
+    **kwargs,
+) -> Path:
     """A record written by hand (not through the validating writer), with predictions beside it."""
     record = make_record(preds, **{**KW, **kwargs})
-    paths = cell_paths(root, record["backbone"]["name"], record["dataset"]["name"], record["protocol"]["name"],
-                       record["submission"]["submitter"], record["submission"]["seed"])
+    paths = cell_paths(
+        root,
+        record["backbone"]["name"],
+        record["dataset"]["name"],
+        record["protocol"]["name"],
+        record["submission"]["submitter"],
+        record["submission"]["seed"],
+    )
     paths.record.parent.mkdir(parents=True, exist_ok=True)
     if write_preds:
         record["predictions"] = write_predictions(paths.predictions, preds)
@@ -151,7 +183,7 @@ def resign(record_path: Path, data: bytes) -> Path:
     """Replace the predictions with ``data`` and update the record's sha256 to match (a careful forger)."""
     import hashlib
 
-    pred = record_path.with_name(record_path.name[:-len(".json")] + ".predictions.npz")
+    pred = record_path.with_name(record_path.name[: -len(".json")] + ".predictions.npz")
     pred.write_bytes(data)
     return edit(record_path, lambda r: r["predictions"].update(sha256=hashlib.sha256(data).hexdigest()))
 
@@ -163,8 +195,11 @@ def npz_bytes(**arrays) -> bytes:
 
 
 def good_arrays() -> dict:
-    return {"ids": np.asarray(STRONG.ids), "labels": STRONG.labels.astype(np.int16),
-            "scores": STRONG.scores.astype(np.float32)}
+    return {
+        "ids": np.asarray(STRONG.ids),
+        "labels": STRONG.labels.astype(np.int16),
+        "scores": STRONG.scores.astype(np.float32),
+    }
 
 
 def honest_rewrite(root: Path, preds: Predictions, **kwargs) -> Path:
@@ -196,7 +231,9 @@ def _partial() -> Predictions:
 
 
 def _tiny() -> Predictions:
-    return Predictions(STRONG.ids[58:62], STRONG.labels[58:62], np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.1, 0.9]]))
+    return Predictions(
+        STRONG.ids[58:62], STRONG.labels[58:62], np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.1, 0.9]])
+    )
 
 
 def _collapsed() -> Predictions:
@@ -292,6 +329,7 @@ BIDI = "alpha\u202egnp.exe"
 def _renamed(field: str, value: str) -> Callable[[Path], Path]:
     def mutate(root: Path) -> Path:
         return new_record(root, STRONG, submitter="mallory", **{"backbone": "alpha", field: value})
+
     return mutate
 
 
@@ -327,132 +365,324 @@ def _append_raw(path: Path, raw: str) -> Path:
 
 CASES = [
     # forged numbers
-    Case("forged metric", lambda r: edit(forged(r), lambda x: x["metrics"]["auroc"].update(value=0.99)),
-         "rejected", "auroc is 0.99 in the record"),
-    Case("forged secondary metric", lambda r: edit(forged(r), lambda x: x["metrics"]["accuracy"].update(value=0.98)),
-         "rejected", "accuracy is 0.98"),
-    Case("forged CI (narrowed by hand)", lambda r: edit(forged(r), lambda x: x["metrics"]["auroc"].update(
-        ci_low=round(x["metrics"]["auroc"]["value"] - 0.01, 6))), "rejected", "auroc ci_low"),
-    Case("forged CI high bound", lambda r: edit(forged(r), lambda x: x["metrics"]["auroc"].update(ci_high=0.5)),
-         "rejected", "auroc ci_high"),
-    Case("forged resample count", lambda r: edit(forged(r), lambda x: x["ci"].update(resamples=5000)),
-         "rejected", "5000 resamples"),
-    Case("forged bootstrap unit", lambda r: edit(forged(r), lambda x: x["ci"].update(unit="patient")),
-         "rejected", "ci.unit says patient"),
-    Case("removed chance_auroc flag", lambda r: edit(forged(r, "gamma"), lambda x: x.update(flags=[])),
-         "rejected", "chance_auroc"),
-    Case("removed collapsed_predictions flag",
-         lambda r: new_record(r, _collapsed(), backbone="delta", raw_change=lambda x: x.update(flags=[])),
-         "rejected", "collapsed_predictions"),
-    Case("null primary metric", lambda r: edit(forged(r), lambda x: x["metrics"]["auroc"].update(value=None)),
-         "rejected", "auroc is None in the record"),
-    Case("status ok without a primary metric", lambda r: edit(forged(r), lambda x: x.update(primary_metric=None)),
-         "rejected", "primary_metric"),
+    Case(
+        "forged metric",
+        lambda r: edit(forged(r), lambda x: x["metrics"]["auroc"].update(value=0.99)),
+        "rejected",
+        "auroc is 0.99 in the record",
+    ),
+    Case(
+        "forged secondary metric",
+        lambda r: edit(forged(r), lambda x: x["metrics"]["accuracy"].update(value=0.98)),
+        "rejected",
+        "accuracy is 0.98",
+    ),
+    Case(
+        "forged CI (narrowed by hand)",
+        lambda r: edit(
+            forged(r), lambda x: x["metrics"]["auroc"].update(ci_low=round(x["metrics"]["auroc"]["value"] - 0.01, 6))
+        ),
+        "rejected",
+        "auroc ci_low",
+    ),
+    Case(
+        "forged CI high bound",
+        lambda r: edit(forged(r), lambda x: x["metrics"]["auroc"].update(ci_high=0.5)),
+        "rejected",
+        "auroc ci_high",
+    ),
+    Case(
+        "forged resample count",
+        lambda r: edit(forged(r), lambda x: x["ci"].update(resamples=5000)),
+        "rejected",
+        "5000 resamples",
+    ),
+    Case(
+        "forged bootstrap unit",
+        lambda r: edit(forged(r), lambda x: x["ci"].update(unit="patient")),
+        "rejected",
+        "ci.unit says patient",
+    ),
+    Case(
+        "removed chance_auroc flag",
+        lambda r: edit(forged(r, "gamma"), lambda x: x.update(flags=[])),
+        "rejected",
+        "chance_auroc",
+    ),
+    Case(
+        "removed collapsed_predictions flag",
+        lambda r: new_record(r, _collapsed(), backbone="delta", raw_change=lambda x: x.update(flags=[])),
+        "rejected",
+        "collapsed_predictions",
+    ),
+    Case(
+        "null primary metric",
+        lambda r: edit(forged(r), lambda x: x["metrics"]["auroc"].update(value=None)),
+        "rejected",
+        "auroc is None in the record",
+    ),
+    Case(
+        "status ok without a primary metric",
+        lambda r: edit(forged(r), lambda x: x.update(primary_metric=None)),
+        "rejected",
+        "primary_metric",
+    ),
     # forged truth
-    Case("forged labels, identity kept", lambda r: resign(forged(r), npz_bytes(
-        **{**good_arrays(), "labels": (1 - STRONG.labels).astype(np.int16)})), "rejected", "test-set identity"),
-    Case("forged labels, everything recomputed", lambda r: honest_rewrite(r, _relabelled()),
-         "rejected", "not the published test set"),
-    Case("partial coverage (60 of 120 cases)", lambda r: honest_rewrite(r, _partial()),
-         "rejected", "not the published test set"),
+    Case(
+        "forged labels, identity kept",
+        lambda r: resign(forged(r), npz_bytes(**{**good_arrays(), "labels": (1 - STRONG.labels).astype(np.int16)})),
+        "rejected",
+        "test-set identity",
+    ),
+    Case(
+        "forged labels, everything recomputed",
+        lambda r: honest_rewrite(r, _relabelled()),
+        "rejected",
+        "not the published test set",
+    ),
+    Case(
+        "partial coverage (60 of 120 cases)",
+        lambda r: honest_rewrite(r, _partial()),
+        "rejected",
+        "not the published test set",
+    ),
     Case("reordered ids", lambda r: honest_rewrite(r, _reordered()), "rejected", "not the published test set"),
-    Case("another test identity: 4 easy cases, 1.000 [1.000, 1.000]", lambda r: honest_rewrite(r, _tiny()),
-         "rejected", "not the published test set"),
-    Case("stated test size differs", lambda r: edit(forged(r), lambda x: x["test_set"].update(n=156)),
-         "rejected", "says 156 test cases"),
-    Case("repeated id", lambda r: resign(forged(r), npz_bytes(**{**good_arrays(), "ids": np.asarray(
-        [STRONG.ids[0]] * 2 + list(STRONG.ids[2:]))})), "rejected", "repeat a sample id"),
-    Case("wrong number of score columns", lambda r: resign(forged(r), npz_bytes(**{**good_arrays(), "scores": np.c_[
-        STRONG.scores, STRONG.scores[:, :1]].astype(np.float32)})), "rejected", "3 columns"),
-    Case("task mislabelled", lambda r: edit(forged(r), lambda x: x["dataset"].update(task="multiclass")),
-         "rejected", "is a binary task"),
-    Case("primary metric switched", lambda r: edit(forged(r), lambda x: x.update(primary_metric="accuracy")),
-         "rejected", "ranked by auroc"),
+    Case(
+        "another test identity: 4 easy cases, 1.000 [1.000, 1.000]",
+        lambda r: honest_rewrite(r, _tiny()),
+        "rejected",
+        "not the published test set",
+    ),
+    Case(
+        "stated test size differs",
+        lambda r: edit(forged(r), lambda x: x["test_set"].update(n=156)),
+        "rejected",
+        "says 156 test cases",
+    ),
+    Case(
+        "repeated id",
+        lambda r: resign(
+            forged(r), npz_bytes(**{**good_arrays(), "ids": np.asarray([STRONG.ids[0]] * 2 + list(STRONG.ids[2:]))})
+        ),
+        "rejected",
+        "repeat a sample id",
+    ),
+    Case(
+        "wrong number of score columns",
+        lambda r: resign(
+            forged(r),
+            npz_bytes(**{**good_arrays(), "scores": np.c_[STRONG.scores, STRONG.scores[:, :1]].astype(np.float32)}),
+        ),
+        "rejected",
+        "3 columns",
+    ),
+    Case(
+        "task mislabelled",
+        lambda r: edit(forged(r), lambda x: x["dataset"].update(task="multiclass")),
+        "rejected",
+        "is a binary task",
+    ),
+    Case(
+        "primary metric switched",
+        lambda r: edit(forged(r), lambda x: x.update(primary_metric="accuracy")),
+        "rejected",
+        "ranked by auroc",
+    ),
     # impersonation and provenance
-    Case("impersonated protocol from another distribution",
-         lambda r: new_record(r, OTHER, backbone="random/net", submitter="mallory", distribution="evil-knn"),
-         "unverified", "comes from evil-knn, which is not trusted"),
-    Case("claims medfm's knn at a version medfm does not have",
-         lambda r: new_record(r, OTHER, backbone="random/net", submitter="mallory", protocol_version="99"),
-         "unverified", "is not the installed"),
-    Case("claims a medfm protocol that does not exist",
-         lambda r: new_record(r, OTHER, backbone="random/net", submitter="mallory", protocol="knn_oracle"),
-         "unverified", "provide no protocol 'knn_oracle'"),
-    Case("copy under another backbone's name", _copy_as_beta, "unranked", "scores are identical",
-         owner_needle="scores are identical"),
-    Case("duplicate cell in another folder", _copy_elsewhere, "rejected", "claims the same submission",
-         owner_needle="claims this submission"),
+    Case(
+        "impersonated protocol from another distribution",
+        lambda r: new_record(r, OTHER, backbone="random/net", submitter="mallory", distribution="evil-knn"),
+        "unverified",
+        "comes from evil-knn, which is not trusted",
+    ),
+    Case(
+        "claims medfm's knn at a version medfm does not have",
+        lambda r: new_record(r, OTHER, backbone="random/net", submitter="mallory", protocol_version="99"),
+        "unverified",
+        "is not the installed",
+    ),
+    Case(
+        "claims a medfm protocol that does not exist",
+        lambda r: new_record(r, OTHER, backbone="random/net", submitter="mallory", protocol="knn_oracle"),
+        "unverified",
+        "provide no protocol 'knn_oracle'",
+    ),
+    Case(
+        "copy under another backbone's name",
+        _copy_as_beta,
+        "unranked",
+        "scores are identical",
+        owner_needle="scores are identical",
+    ),
+    Case(
+        "duplicate cell in another folder",
+        _copy_elsewhere,
+        "rejected",
+        "claims the same submission",
+        owner_needle="claims this submission",
+    ),
     Case("error record for the same names in another folder", _error_elsewhere, "rejected", "belongs at"),
     Case("error record from another submitter", _error_by_other, "valid_error", ""),
     # underpowered
-    Case("fewer than 1000 resamples", lambda r: new_record(r, STRONG, backbone="epsilon", resamples=200),
-         "unranked", "only 200 bootstrap resamples"),
-    Case("bootstrap 0: no intervals", lambda r: new_record(r, STRONG, backbone="epsilon", resamples=0),
-         "unranked", "no confidence intervals"),
+    Case(
+        "fewer than 1000 resamples",
+        lambda r: new_record(r, STRONG, backbone="epsilon", resamples=200),
+        "unranked",
+        "only 200 bootstrap resamples",
+    ),
+    Case(
+        "bootstrap 0: no intervals",
+        lambda r: new_record(r, STRONG, backbone="epsilon", resamples=0),
+        "unranked",
+        "no confidence intervals",
+    ),
     # numbers that are not numbers
-    Case("NaN metric", lambda r: replace_text(forged(r), '"auroc": {"ci_high": ', '"auroc": {"ci_high": NaN, "x": '),
-         "rejected", "NaN is not a JSON number"),
-    Case("Infinity CI bound", lambda r: replace_text(forged(r), '"ci_high": ', '"ci_high": Infinity, "x": '),
-         "rejected", "Infinity is not a JSON number"),
-    Case("1e308 metric", lambda r: edit(forged(r), lambda x: x["metrics"]["auroc"].update(value=1e308)),
-         "rejected", "1e+308 is not finite or exceeds"),
+    Case(
+        "NaN metric",
+        lambda r: replace_text(forged(r), '"auroc": {"ci_high": ', '"auroc": {"ci_high": NaN, "x": '),
+        "rejected",
+        "NaN is not a JSON number",
+    ),
+    Case(
+        "Infinity CI bound",
+        lambda r: replace_text(forged(r), '"ci_high": ', '"ci_high": Infinity, "x": '),
+        "rejected",
+        "Infinity is not a JSON number",
+    ),
+    Case(
+        "1e308 metric",
+        lambda r: edit(forged(r), lambda x: x["metrics"]["auroc"].update(value=1e308)),
+        "rejected",
+        "1e+308 is not finite or exceeds",
+    ),
     Case("1e400 in a field", lambda r: _append_raw(forged(r), '"junk": 1e400'), "rejected", "not finite"),
     Case("huge integer", lambda r: _append_raw(forged(r), '"junk": ' + "9" * 5000), "rejected", "5000 digits"),
     # paths and files
-    Case("path traversal in the predictions pointer",
-         lambda r: edit(forged(r), lambda x: x["predictions"].update(file="../../../../etc/passwd.predictions.npz")),
-         "rejected", "predictions/file"),
-    Case("pointer to another record's predictions",
-         lambda r: edit(forged(r), lambda x: x["predictions"].update(file="bob.seed0.predictions.npz")),
-         "rejected", "must be mallory.seed1.predictions.npz"),
-    Case("predictions symlinked to /dev/zero", lambda r: (
-        swap_for_symlink(forged(r).with_name("mallory.seed1.predictions.npz"), Path("/dev/zero")), forged(r))[-1],
-         "rejected", "symbolic link"),
-    Case("predictions symlinked outside the tree", lambda r: (
-        swap_for_symlink(forged(r).with_name("mallory.seed1.predictions.npz"), r.parent / "outside.npz"), forged(r))[-1],
-         "rejected", "symbolic link"),
-    Case("record symlinked to a file outside", lambda r: swap_for_symlink(forged(r), r.parent / "outside.json"),
-         "rejected", "symbolic link"),
+    Case(
+        "path traversal in the predictions pointer",
+        lambda r: edit(forged(r), lambda x: x["predictions"].update(file="../../../../etc/passwd.predictions.npz")),
+        "rejected",
+        "predictions/file",
+    ),
+    Case(
+        "pointer to another record's predictions",
+        lambda r: edit(forged(r), lambda x: x["predictions"].update(file="bob.seed0.predictions.npz")),
+        "rejected",
+        "must be mallory.seed1.predictions.npz",
+    ),
+    Case(
+        "predictions symlinked to /dev/zero",
+        lambda r: (
+            swap_for_symlink(forged(r).with_name("mallory.seed1.predictions.npz"), Path("/dev/zero")),
+            forged(r),
+        )[-1],
+        "rejected",
+        "symbolic link",
+    ),
+    Case(
+        "predictions symlinked outside the tree",
+        lambda r: (
+            swap_for_symlink(forged(r).with_name("mallory.seed1.predictions.npz"), r.parent / "outside.npz"),
+            forged(r),
+        )[-1],
+        "rejected",
+        "symbolic link",
+    ),
+    Case(
+        "record symlinked to a file outside",
+        lambda r: swap_for_symlink(forged(r), r.parent / "outside.json"),
+        "rejected",
+        "symbolic link",
+    ),
     Case("symlinked folder", _dir_symlink, "rejected", "symbolic link"),
     Case("FIFO named like a record", _fifo, "rejected", "not a regular file"),
-    Case("folder named like a record", lambda r: (rec_path(r, "delta").mkdir(parents=True), rec_path(r, "delta"))[-1],
-         "rejected", "a folder named like a record"),
+    Case(
+        "folder named like a record",
+        lambda r: (rec_path(r, "delta").mkdir(parents=True), rec_path(r, "delta"))[-1],
+        "rejected",
+        "a folder named like a record",
+    ),
     Case("oversized record", lambda r: edit(forged(r), _padding), "rejected", "allowed"),
     Case("deeply nested record", lambda r: edit(forged(r), _nest), "rejected", "nested deeper than"),
     Case("non-UTF-8 text", lambda r: replace_bytes(forged(r), b'"alpha"', b'"alph\xff"'), "rejected", "not UTF-8"),
-    Case("not JSON at all", lambda r: replace_bytes(forged(r), b"{", b"{ this is not json"), "rejected", "not valid JSON"),
-    Case("old schema version", lambda r: edit(forged(r), lambda x: x.update(schema_version=1)),
-         "rejected", "schema version 1"),
-    Case("unknown field", lambda r: edit(forged(r), lambda x: x.update(verified_by="the maintainers")),
-         "rejected", "verified_by"),
-    Case("file name and content disagree on the seed", lambda r: edit(forged(r), lambda x: x["submission"].update(seed=7)),
-         "rejected", "belongs at"),
+    Case(
+        "not JSON at all", lambda r: replace_bytes(forged(r), b"{", b"{ this is not json"), "rejected", "not valid JSON"
+    ),
+    Case(
+        "old schema version",
+        lambda r: edit(forged(r), lambda x: x.update(schema_version=1)),
+        "rejected",
+        "schema version 1",
+    ),
+    Case(
+        "unknown field",
+        lambda r: edit(forged(r), lambda x: x.update(verified_by="the maintainers")),
+        "rejected",
+        "verified_by",
+    ),
+    Case(
+        "file name and content disagree on the seed",
+        lambda r: edit(forged(r), lambda x: x["submission"].update(seed=7)),
+        "rejected",
+        "belongs at",
+    ),
     # broken predictions whose sha256 matches
-    Case("truncated npz, sha256 updated", lambda r: resign(forged(r), forged(r).with_name(
-        "mallory.seed1.predictions.npz").read_bytes()[:200]), "rejected", "not an npz archive"),
-    Case("object array, sha256 updated", lambda r: resign(forged(r), _object_npz()),
-         "rejected", "object array"),
-    Case("missing labels array, sha256 updated", lambda r: resign(forged(r), npz_bytes(
-        ids=np.asarray(STRONG.ids), scores=STRONG.scores.astype(np.float32))), "rejected", "no 'labels' array"),
-    Case("extra member, sha256 updated", lambda r: resign(forged(r), npz_bytes(**good_arrays(), payload=np.zeros(3))),
-         "rejected", "unexpected members"),
-    Case("NaN scores, sha256 updated", lambda r: resign(forged(r), npz_bytes(**{**good_arrays(), "scores": np.full(
-        (120, 2), np.nan, dtype=np.float32)})), "rejected", "cannot be recomputed"),
+    Case(
+        "truncated npz, sha256 updated",
+        lambda r: resign(forged(r), forged(r).with_name("mallory.seed1.predictions.npz").read_bytes()[:200]),
+        "rejected",
+        "not an npz archive",
+    ),
+    Case("object array, sha256 updated", lambda r: resign(forged(r), _object_npz()), "rejected", "object array"),
+    Case(
+        "missing labels array, sha256 updated",
+        lambda r: resign(forged(r), npz_bytes(ids=np.asarray(STRONG.ids), scores=STRONG.scores.astype(np.float32))),
+        "rejected",
+        "no 'labels' array",
+    ),
+    Case(
+        "extra member, sha256 updated",
+        lambda r: resign(forged(r), npz_bytes(**good_arrays(), payload=np.zeros(3))),
+        "rejected",
+        "unexpected members",
+    ),
+    Case(
+        "NaN scores, sha256 updated",
+        lambda r: resign(
+            forged(r), npz_bytes(**{**good_arrays(), "scores": np.full((120, 2), np.nan, dtype=np.float32)})
+        ),
+        "rejected",
+        "cannot be recomputed",
+    ),
     Case("zip bomb, sha256 updated", _zip_bomb, "rejected", "would expand"),
     # names
-    *[Case(f"{kind} in the {field} name", _renamed(field, value), outcome, needle)
-      for field in ("backbone", "protocol", "dataset")
-      for kind, value, outcome, needle in (
-          ("HTML", f"net{HTML}" if field != "dataset" else f"fuzz/{HTML}", "unranked", "render as markup"),
-          ("markdown", f"net {MARKDOWN}", "unranked", "render as markup"),
-          ("bidi", BIDI, "rejected", "U+202E"))],
-    Case("zero-width space in the submitter", lambda r: edit(forged(r), lambda x: x["submission"].update(
-        submitter="ali\u200bce")), "rejected", "submission/submitter"),
-    Case("ANSI escape in the hardware", lambda r: edit(forged(r), lambda x: x["submission"].update(
-        hardware="\x1b[31mGPU\x1b[0m")), "rejected", "U+001B"),
-    Case("markup in the plugin distribution", lambda r: new_record(
-        r, OTHER, backbone="random/net", submitter="mallory", distribution="medfm<script>"), "unranked",
-        "render as markup"),
+    *[
+        Case(f"{kind} in the {field} name", _renamed(field, value), outcome, needle)
+        for field in ("backbone", "protocol", "dataset")
+        for kind, value, outcome, needle in (
+            ("HTML", f"net{HTML}" if field != "dataset" else f"fuzz/{HTML}", "unranked", "render as markup"),
+            ("markdown", f"net {MARKDOWN}", "unranked", "render as markup"),
+            ("bidi", BIDI, "rejected", "U+202E"),
+        )
+    ],
+    Case(
+        "zero-width space in the submitter",
+        lambda r: edit(forged(r), lambda x: x["submission"].update(submitter="ali\u200bce")),
+        "rejected",
+        "submission/submitter",
+    ),
+    Case(
+        "ANSI escape in the hardware",
+        lambda r: edit(forged(r), lambda x: x["submission"].update(hardware="\x1b[31mGPU\x1b[0m")),
+        "rejected",
+        "U+001B",
+    ),
+    Case(
+        "markup in the plugin distribution",
+        lambda r: new_record(r, OTHER, backbone="random/net", submitter="mallory", distribution="medfm<script>"),
+        "unranked",
+        "render as markup",
+    ),
 ]
 
 
@@ -481,9 +711,16 @@ def _scan_with_deadline(root, known, seconds=60):
     return result["scan"], result["standings"]
 
 
+def small_expansion_limit() -> None:
+    """Cap what a predictions file may expand to at 1 MiB, so the zip-bomb case stays small
+    (the benchmark applies the cases as the tests do)."""
+    records_module.MAX_UNCOMPRESSED_PREDICTIONS = 1 << 20
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_hostile_submission_is_rejected_or_unranked_and_changes_no_ranked_table(case, baseline, known, tmp_path,
-                                                                               monkeypatch):
+def test_hostile_submission_is_rejected_or_unranked_and_changes_no_ranked_table(
+    case, baseline, known, tmp_path, monkeypatch
+):
     monkeypatch.setattr(records_module, "MAX_UNCOMPRESSED_PREDICTIONS", 1 << 20)
     _, before = _scan_with_deadline(baseline, known)
     root = tmp_path / "results"
@@ -509,7 +746,9 @@ def test_hostile_submission_is_rejected_or_unranked_and_changes_no_ranked_table(
         owner = next(c for c in scan.entries if c.path == rec_path(root))
         assert owner.valid and any(case.owner_needle in r for r in owner.unranked), owner.unranked
         kept = [(row[0], row[3], row[4]) for block in ranked_view(after) for row in block[3]]
-        assert kept == [(row[0], row[3], row[4]) for block in ranked_view(before) for row in block[3] if row[0] == "beta"]
+        assert kept == [
+            (row[0], row[3], row[4]) for block in ranked_view(before) for row in block[3] if row[0] == "beta"
+        ]
     else:
         assert ranked_view(after) == ranked_view(before)
 
@@ -541,10 +780,19 @@ def test_every_case_through_one_validate_command(baseline, tmp_path, monkeypatch
     assert len(honest) >= 2 * len(CASES)  # the untouched records of every folder still verify
 
 
-@pytest.mark.parametrize("name", ["forged metric", "duplicate cell in another folder", "predictions symlinked to /dev/zero",
-                                  "HTML in the backbone name", "zip bomb, sha256 updated"])
-def test_leaderboard_command_on_a_hostile_folder_keeps_its_tables(name, baseline, tmp_path, monkeypatch, capsys,
-                                                                  cli_registry):
+@pytest.mark.parametrize(
+    "name",
+    [
+        "forged metric",
+        "duplicate cell in another folder",
+        "predictions symlinked to /dev/zero",
+        "HTML in the backbone name",
+        "zip bomb, sha256 updated",
+    ],
+)
+def test_leaderboard_command_on_a_hostile_folder_keeps_its_tables(
+    name, baseline, tmp_path, monkeypatch, capsys, cli_registry
+):
     from medfm.cli import main
 
     monkeypatch.setattr(records_module, "MAX_UNCOMPRESSED_PREDICTIONS", 1 << 20)

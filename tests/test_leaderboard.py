@@ -9,14 +9,13 @@ import shutil
 
 import numpy as np
 import pytest
+from record_support import binary_predictions, write_submission
 
 from medfm import leaderboard as lb
 from medfm.errors import UserError
 from medfm.registry import load_registry
 from medfm.standings import Policy, build_standings
 from medfm.verification import KnownSpecs, scan_results
-
-from record_support import binary_predictions, write_submission
 
 EVIL = "evil\\|<script>alert(1)</script>[x](http://a)`code` **bold** ~~gone~~ https://evil.example _i_"
 
@@ -35,7 +34,7 @@ def table_rows(markdown: str, title: str, nth: int = 0) -> list[list[str]]:
     lines = markdown.split("\n")
     start = lines.index(f"### `{title}`")
     tables, current = [], []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line.startswith("### ") or line.startswith("## "):
             break
         if line.startswith("|"):
@@ -51,7 +50,7 @@ def table_rows(markdown: str, title: str, nth: int = 0) -> list[list[str]]:
         cells, cell, i = [], "", 0
         while i < len(body):
             if body[i] == "\\" and i + 1 < len(body):
-                cell += body[i:i + 2]
+                cell += body[i : i + 2]
                 i += 2
                 continue
             if body[i] == "|":
@@ -106,7 +105,7 @@ def test_rows_rank_by_mean_with_paired_groups(tmp_path, known):
 def test_equal_values_share_a_rank(tmp_path, known):
     preds = binary_predictions(strength=0.3, seed=4)
     write_submission(tmp_path, preds, backbone="twin-a")
-    squashed = preds.scores ** 2 / (preds.scores ** 2).sum(1, keepdims=True)  # other scores, same ranking
+    squashed = preds.scores**2 / (preds.scores**2).sum(1, keepdims=True)  # other scores, same ranking
     write_submission(tmp_path, type(preds)(preds.ids, preds.labels, squashed), backbone="twin-b")
     write_submission(tmp_path, binary_predictions(strength=0.02, seed=9), backbone="worse")
     rows = body(lb.render(standings(tmp_path, known)), "knn v2")
@@ -133,13 +132,22 @@ def test_partial_rows_are_ranked_in_their_own_block(tmp_path, known):
 
 def test_synthetic_data_sets_are_ranked_apart_from_real_ones(tmp_path, known):
     write_submission(tmp_path, binary_predictions(strength=0.3, seed=1), backbone="net")
-    write_submission(tmp_path, binary_predictions(strength=0.3, seed=2), backbone="net",
-                     dataset="medmnist/breastmnist_64", dataset_revision="v2", classes=("malignant", "benign"))
+    write_submission(
+        tmp_path,
+        binary_predictions(strength=0.3, seed=2),
+        backbone="net",
+        dataset="medmnist/breastmnist_64",
+        dataset_revision="v2",
+        classes=("malignant", "benign"),
+    )
     board = standings(tmp_path, known)
     assert [t.synthetic for t in board.section("ranked")] == [False, True]
     md = lb.render(board)
-    assert md.index("`medmnist/breastmnist_64`") < md.index("## Smoke test: synthetic data") < \
-        md.index("`synthetic/cxr-nodules`")
+    assert (
+        md.index("`medmnist/breastmnist_64`")
+        < md.index("## Smoke test: synthetic data")
+        < md.index("`synthetic/cxr-nodules`")
+    )
 
 
 def test_replicates_are_averaged_with_spread_and_n(tmp_path, known):
@@ -155,8 +163,9 @@ def test_replicates_are_averaged_with_spread_and_n(tmp_path, known):
     from medfm.paired import metric_draws, resampling_weights
 
     w = resampling_weights(cell.rankable[0].record["test_set"]["identity"], 120, None)
-    mean_draws = np.mean([metric_draws("binary", "auroc", c.predictions.labels, c.predictions.scores, w)
-                          for c in cell.rankable], axis=0)
+    mean_draws = np.mean(
+        [metric_draws("binary", "auroc", c.predictions.labels, c.predictions.scores, w) for c in cell.rankable], axis=0
+    )
     lo, hi = np.percentile(mean_draws, [2.5, 97.5])
     assert cell.interval == pytest.approx((lo, hi)) and lo < cell.value < hi
     text = body(lb.render(board), "knn v2")["net"][3]
@@ -170,8 +179,12 @@ def test_a_cell_with_a_flagged_replicate_is_not_ranked(tmp_path, known):
     board = standings(tmp_path, known)
     md = lb.render(board)
     assert order(md, "knn v2") == ["other"]  # net's good seed alone would overstate it
-    assert re.search(r"^- `net` on `synthetic/cxr-nodules`: ⚠ 0\.\d{3}, 0\.\d{3}, `1 of 2 replicates flagged; "
-                     r"flagged: chance_auroc`$", md, re.M)
+    assert re.search(
+        r"^- `net` on `synthetic/cxr-nodules`: ⚠ 0\.\d{3}, 0\.\d{3}, `1 of 2 replicates flagged; "
+        r"flagged: chance_auroc`$",
+        md,
+        re.M,
+    )
     assert lb.render(build_standings(scan_results(tmp_path, known), known, Policy())) == md  # builds are pure
 
 
@@ -182,8 +195,9 @@ def test_flagged_and_underpowered_results_are_shown_with_reasons_but_not_ranked(
     md = lb.render(standings(tmp_path, known))
     assert order(md, "knn v2") == ["steady"]
     assert re.search(r"^- `chance` on `synthetic/cxr-nodules`: ⚠ 0\.\d{3}, `flagged: chance_auroc`$", md, re.M)
-    assert re.search(r"^- `few-resamples` on `synthetic/cxr-nodules`: ⚠ 0\.\d{3}, `only 200 bootstrap resamples", md,
-                     re.M)
+    assert re.search(
+        r"^- `few-resamples` on `synthetic/cxr-nodules`: ⚠ 0\.\d{3}, `only 200 bootstrap resamples", md, re.M
+    )
     assert lb.FLAG_MARK in md.split("## Ranked")[0]  # the legend explains the mark
 
 
@@ -235,10 +249,20 @@ def test_plugins_outside_the_trusted_distributions_are_shown_apart(tmp_path, kno
 
 
 def test_an_allowlisted_distribution_that_is_installed_is_ranked(tmp_path, known):
-    lab = KnownSpecs(known.dataset_lookup, lambda kind, name: ("lab-plugins", "1") if (kind, name) == (
-        "protocol", "lab_knn") else known.provider(kind, name))
-    write_submission(tmp_path, binary_predictions(strength=0.3), backbone="net", protocol="lab_knn",
-                     protocol_version="1", protocol_distribution="lab-plugins")
+    lab = KnownSpecs(
+        known.dataset_lookup,
+        lambda kind, name: (
+            ("lab-plugins", "1") if (kind, name) == ("protocol", "lab_knn") else known.provider(kind, name)
+        ),
+    )
+    write_submission(
+        tmp_path,
+        binary_predictions(strength=0.3),
+        backbone="net",
+        protocol="lab_knn",
+        protocol_version="1",
+        protocol_distribution="lab-plugins",
+    )
     assert build_standings(scan_results(tmp_path, lab), lab, Policy()).section("ranked") == []
     trusted = build_standings(scan_results(tmp_path, lab), lab, Policy(("medfm", "lab-plugins")))
     assert [r.backbone for t in trusted.section("ranked") for b in t.blocks for r in b.rows] == ["net"]
@@ -260,9 +284,23 @@ def test_no_records(tmp_path, known):
 
 
 # ------------------------------------------------------------------ inert names
-@pytest.mark.parametrize("text", [EVIL, "a|b", "<img src=x onerror=alert(1)>", "[x](http://a)", "`x`", "``y`",
-                                  "line\nbreak", "back\\slash|", "![i](http://a/x.png)", "a & b", "www.evil.example",
-                                  "me@evil.example"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        EVIL,
+        "a|b",
+        "<img src=x onerror=alert(1)>",
+        "[x](http://a)",
+        "`x`",
+        "``y`",
+        "line\nbreak",
+        "back\\slash|",
+        "![i](http://a/x.png)",
+        "a & b",
+        "www.evil.example",
+        "me@evil.example",
+    ],
+)
 def test_md_code_makes_any_text_a_single_inert_code_span(text):
     markdown_it = pytest.importorskip("markdown_it")
     out = lb.md_code(text, in_table=False)
@@ -317,7 +355,7 @@ def test_update_file_only_rewrites_the_marker_region(tmp_path, one_board):
     text = path.read_text(encoding="utf-8")
     assert text.startswith(HAND_BEFORE + lb.START + "\n") and text.endswith(lb.END + HAND_AFTER)
     assert "old stale table" not in text
-    region = text[text.index(lb.START) + len(lb.START):text.index(lb.END)]
+    region = text[text.index(lb.START) + len(lb.START) : text.index(lb.END)]
     assert region.strip() == lb.render(one_board).strip()
 
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from medfm.metrics import (MetricValue, bootstrap_weights, degenerate_flags, evaluate, point_metrics,
-                           weighted_metrics)
+from medfm.metrics import MetricValue, bootstrap_weights, degenerate_flags, evaluate, point_metrics, weighted_metrics
 
 TASKS = ("binary", "multiclass", "ordinal", "multilabel")
 
@@ -59,8 +58,7 @@ def test_all_ones_weights_equal_sklearn(task, ties):
 def test_integer_weights_equal_sklearn_on_repeated_sample(task, ties):
     labels, scores = random_task(task, n=50, seed=1, ties=ties)
     rng = np.random.default_rng(2)
-    w = np.vstack([rng.integers(0, 4, (6, len(labels))).astype(float),
-                   bootstrap_weights(len(labels), 6, rng)])
+    w = np.vstack([rng.integers(0, 4, (6, len(labels))).astype(float), bootstrap_weights(len(labels), 6, rng)])
     weighted = weighted_metrics(task, labels, scores, w)
     for b, row in enumerate(w):
         idx = np.repeat(np.arange(len(labels)), row.astype(int))
@@ -73,8 +71,9 @@ def test_binary_resample_without_negatives_matches_point_metrics():
     w = (labels == 1).astype(float)[None]  # a resample that drew only positives
     idx = np.flatnonzero(w[0])
     weighted = weighted_metrics("binary", labels, scores, w)
-    assert_metrics_equal({k: float(v[0]) for k, v in weighted.items()}, point_metrics("binary", labels[idx],
-                                                                                       scores[idx]))
+    assert_metrics_equal(
+        {k: float(v[0]) for k, v in weighted.items()}, point_metrics("binary", labels[idx], scores[idx])
+    )
 
 
 def test_bootstrap_weights_shapes_and_groups():

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import build_registry
 from matplotlib.image import imread
+from protocol_support import feature_task, run_config
 
 from medfm.cli import main
 from medfm.errors import UserError
 from medfm.plots import few_shot_series, plot_few_shot
 from medfm.records import iter_records
 from medfm.runner import Runner
-from conftest import build_registry
-from protocol_support import feature_task, run_config
 
 SHOTS = [1, 2, 4, 8]
 
@@ -22,8 +22,13 @@ def results(tmp_path_factory):
     """Few-shot records of two classifiers on one binary feature set, plus a kNN record (no curve)."""
     tmp = tmp_path_factory.mktemp("plots")
     data = feature_task("fewshot-plot", "binary", 2, margin=1.5)
-    cfg = run_config(tmp, data, ["few_shot_prototype", "few_shot_knn", "knn"], bootstrap=50,
-                     options={"few_shot_prototype": {"shots": SHOTS}, "few_shot_knn": {"shots": SHOTS}})
+    cfg = run_config(
+        tmp,
+        data,
+        ["few_shot_prototype", "few_shot_knn", "knn"],
+        bootstrap=50,
+        options={"few_shot_prototype": {"shots": SHOTS}, "few_shot_knn": {"shots": SHOTS}},
+    )
     outcomes = Runner(build_registry(data), cfg).run()
     assert [o.status for o in outcomes] == ["ok"] * 3, [o.message for o in outcomes]
     return tmp / "results"

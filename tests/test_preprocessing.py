@@ -151,9 +151,9 @@ def test_pad_keeps_original_pixels_at_centre_and_zeros_around():
     img[img == 0] = 1  # so that zeros can only come from padding
     out = Preprocessing(size=11, resize="pad").to_uint8(img).numpy()
     top, left = (11 - 5) // 2, (11 - 7) // 2
-    np.testing.assert_array_equal(out[:, top:top + 5, left:left + 7], img.transpose(2, 0, 1))
+    np.testing.assert_array_equal(out[:, top : top + 5, left : left + 7], img.transpose(2, 0, 1))
     mask = np.ones((11, 11), bool)
-    mask[top:top + 5, left:left + 7] = False
+    mask[top : top + 5, left : left + 7] = False
     assert np.all(out[:, mask] == 0)
 
 

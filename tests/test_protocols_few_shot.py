@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from protocol_support import feature_task, run_config
 
 from medfm import FeatureSet, UserError
 from medfm.records import load_record
 from medfm.runner import Runner
 from medfm_plugins.protocols.few_shot import check_no_leak, episode_rng, feasible, sample_support
-from protocol_support import feature_task, run_config
 
 CLASSIFIERS = ("prototype", "knn", "linear")
 
@@ -22,8 +22,7 @@ def _train(task: str, n_classes: int, patients: int | None = None, n: int = 120)
 
 def run_few_shot(registry_factory, tmp_path, data, classifiers=CLASSIFIERS, seed=0, **options):
     protocols = [f"few_shot_{c}" for c in classifiers]
-    cfg = run_config(tmp_path, data, protocols, bootstrap=200, seed=seed,
-                     options={p: options for p in protocols})
+    cfg = run_config(tmp_path, data, protocols, bootstrap=200, seed=seed, options={p: options for p in protocols})
     outcomes = Runner(registry_factory(data), cfg).run()
     assert all(o.status == "ok" for o in outcomes), [o.message for o in outcomes]
     return {o.cell.protocol.name.removeprefix("few_shot_"): load_record(o.record_path, verify=True) for o in outcomes}

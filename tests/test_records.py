@@ -8,14 +8,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from record_support import binary_predictions, make_record, write_submission
 
 from medfm.io import sha256_file
 from medfm.predictions import Predictions
-from medfm.records import (RecordError, canonical_relpath, cell_paths, iter_records, load_record, parse_stem,
-                           read_predictions, record_schema, safe_name, validate_record, write_predictions, write_record)
+from medfm.records import (
+    RecordError,
+    canonical_relpath,
+    cell_paths,
+    iter_records,
+    load_record,
+    parse_stem,
+    read_predictions,
+    record_schema,
+    safe_name,
+    validate_record,
+    write_predictions,
+    write_record,
+)
 from medfm.verification import verify_file
-
-from record_support import binary_predictions, make_record, write_submission
 
 SAFE = re.compile(r"^[A-Za-z0-9._@=+-]+$")
 FILE_PATTERN = re.compile(record_schema()["properties"]["predictions"]["properties"]["file"]["pattern"])
@@ -29,8 +40,23 @@ def rewrite(path: Path, change) -> dict:
 
 
 # ------------------------------------------------------------------ names and layout
-@pytest.mark.parametrize("name", ["timm/vit_b@448", "a b/c?d*e", "../../etc/passwd", ".hidden", "..", "/", "",
-                                  "ünïcødé/模型", "x" * 400, "hf-hub:org/model", "a\\b", "name\nwith\nlines"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "timm/vit_b@448",
+        "a b/c?d*e",
+        "../../etc/passwd",
+        ".hidden",
+        "..",
+        "/",
+        "",
+        "ünïcødé/模型",
+        "x" * 400,
+        "hf-hub:org/model",
+        "a\\b",
+        "name\nwith\nlines",
+    ],
+)
 def test_safe_name_is_a_safe_single_path_component(name):
     safe = safe_name(name)
     assert SAFE.match(safe), safe
@@ -51,8 +77,12 @@ def test_distinct_names_get_distinct_files():
 
 def test_cell_paths_layout_one_file_per_submitter_and_seed(tmp_path):
     paths = cell_paths(tmp_path, "timm/vit_b@448", "medmnist/breastmnist", "linear_probe", "alice", 3)
-    assert paths.record.relative_to(tmp_path).parts == (safe_name("timm/vit_b@448"), safe_name("medmnist/breastmnist"),
-                                                        "linear_probe", "alice.seed3.json")
+    assert paths.record.relative_to(tmp_path).parts == (
+        safe_name("timm/vit_b@448"),
+        safe_name("medmnist/breastmnist"),
+        "linear_probe",
+        "alice.seed3.json",
+    )
     assert paths.predictions.name == "alice.seed3.predictions.npz" and FILE_PATTERN.match(paths.predictions.name)
     assert paths.work.name == "alice.seed3.work" and paths.lock.name.startswith(".")
     other = cell_paths(tmp_path, "timm/vit_b@448", "medmnist/breastmnist", "linear_probe", "bob", 3)
@@ -109,25 +139,28 @@ def test_honest_record_verifies_and_round_trips(tmp_path):
     assert record["test_set"]["n"] == 120 and record["ci"]["resamples"] == 1000
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda r: r.pop("config_hash"), "config_hash"),
-    (lambda r: r.update(seed="zero"), "seed"),
-    (lambda r: r["backbone"].pop("name"), "backbone"),
-    (lambda r: r["predictions"].update(file="../../escape.npz"), "predictions/file"),
-    (lambda r: r["predictions"].update(n=0), "predictions/n"),
-    (lambda r: r["metrics"]["auroc"].update(value="0.9"), "metrics/auroc/value"),
-    (lambda r: r["metrics"]["auroc"].update(value=3.0), "metrics/auroc/value"),
-    (lambda r: r.pop("flags"), "flags"),
-    (lambda r: r.update(status="maybe"), "status"),
-    (lambda r: r["dataset"].update(task="regression"), "dataset/task"),
-    (lambda r: r.update(surprise=1), "surprise"),
-    (lambda r: r["backbone"].update(note="hi"), "note"),
-    (lambda r: r["submission"].update(submitter="Alice Smith"), "submission/submitter"),
-    (lambda r: r["backbone"].update(name="a\u200bb"), "backbone/name"),
-    (lambda r: r["extra"].update(note="x\u202ey"), "extra/note"),
-    (lambda r: r["extra"].update(big=1e300), "extra/big"),
-    (lambda r: r["ci"].update(resamples=10 ** 9), "ci/resamples"),
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda r: r.pop("config_hash"), "config_hash"),
+        (lambda r: r.update(seed="zero"), "seed"),
+        (lambda r: r["backbone"].pop("name"), "backbone"),
+        (lambda r: r["predictions"].update(file="../../escape.npz"), "predictions/file"),
+        (lambda r: r["predictions"].update(n=0), "predictions/n"),
+        (lambda r: r["metrics"]["auroc"].update(value="0.9"), "metrics/auroc/value"),
+        (lambda r: r["metrics"]["auroc"].update(value=3.0), "metrics/auroc/value"),
+        (lambda r: r.pop("flags"), "flags"),
+        (lambda r: r.update(status="maybe"), "status"),
+        (lambda r: r["dataset"].update(task="regression"), "dataset/task"),
+        (lambda r: r.update(surprise=1), "surprise"),
+        (lambda r: r["backbone"].update(note="hi"), "note"),
+        (lambda r: r["submission"].update(submitter="Alice Smith"), "submission/submitter"),
+        (lambda r: r["backbone"].update(name="a\u200bb"), "backbone/name"),
+        (lambda r: r["extra"].update(note="x\u202ey"), "extra/note"),
+        (lambda r: r["extra"].update(big=1e300), "extra/big"),
+        (lambda r: r["ci"].update(resamples=10**9), "ci/resamples"),
+    ],
+)
 def test_write_record_rejects_invalid_record_naming_the_field(tmp_path, mutate, field):
     record = make_record(binary_predictions())
     record["predictions"] = {"file": "alice.seed0.predictions.npz", "sha256": "a" * 64, "n": 120}
@@ -235,7 +268,9 @@ def test_small_test_sets_and_wide_intervals_are_warned(tmp_path):
     auroc = checked.record["metrics"]["auroc"]
     assert auroc["ci_high"] - auroc["ci_low"] > 0.2  # 40 cases, a weak signal
     assert checked.valid and checked.unranked == []
-    assert "small test set (40 cases)" in checked.warnings and any(w.startswith("wide 95% CI") for w in checked.warnings)
+    assert "small test set (40 cases)" in checked.warnings and any(
+        w.startswith("wide 95% CI") for w in checked.warnings
+    )
     big = verify_file(write_submission(tmp_path, binary_predictions(n=400, strength=0.3), submitter="bob"), tmp_path)
     assert big.valid and big.warnings == []
 

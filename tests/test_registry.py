@@ -109,8 +109,12 @@ def test_specs_are_registered_with_provenance():
 @pytest.mark.parametrize("broken_first", [True, False])
 def test_raising_hook_is_recorded_and_does_not_hide_other_plugins(broken_first):
     good = Plugin(backbones=[backbone("good-net")], datasets=[dataset("good-data")])
-    broken = Plugin(backbones=[backbone("half-net"), backbone("never-net")], raise_in="register_backbones",
-                    raise_after=1, datasets=[dataset("broken-data")])
+    broken = Plugin(
+        backbones=[backbone("half-net"), backbone("never-net")],
+        raise_in="register_backbones",
+        raise_after=1,
+        datasets=[dataset("broken-data")],
+    )
     plugins = {"broken": broken, "good": good} if broken_first else {"good": good, "broken": broken}
     registry = build(**plugins)
     # the good plugin's specs are all there, whatever the order
@@ -127,8 +131,10 @@ def test_raising_hook_is_recorded_and_does_not_hide_other_plugins(broken_first):
 
 
 def test_duplicate_names_across_plugins_name_both_and_check_raises():
-    registry = build(alpha=Plugin(backbones=[backbone("same-net"), backbone("only-alpha")]),
-                     beta=Plugin(backbones=[backbone("same-net")]))
+    registry = build(
+        alpha=Plugin(backbones=[backbone("same-net"), backbone("only-alpha")]),
+        beta=Plugin(backbones=[backbone("same-net")]),
+    )
     assert len(registry.duplicates) == 1
     message = registry.duplicates[0]
     assert "same-net" in message and "'alpha'" in message and "'beta'" in message
@@ -155,8 +161,10 @@ def test_same_name_in_different_kinds_is_not_a_duplicate():
 
 
 def test_wrong_kind_registration_is_an_error_of_that_plugin():
-    registry = build(sloppy=Plugin(backbones=[backbone("ok-net"), dataset("smuggled-data")]),
-                     other=Plugin(datasets=[dataset("fine-data")]))
+    registry = build(
+        sloppy=Plugin(backbones=[backbone("ok-net"), dataset("smuggled-data")]),
+        other=Plugin(datasets=[dataset("fine-data")]),
+    )
     assert "smuggled-data" not in registry.names("dataset")
     assert "fine-data" in registry.names("dataset")
     assert "ok-net" in registry.names("backbone")  # registered before the mistake
@@ -224,8 +232,9 @@ def test_family_resolves_on_demand_and_listing_never_loads():
         return backbone("fam/" + suffix, input_size=196)
 
     fam = medfm.BackboneFamily("fam/", resolve, candidates=lambda: ["small", "base"], description="a family")
-    registry = build(alpha=Plugin(backbones=[fam, backbone("plain")], datasets=[dataset("d")],
-                                  protocols=[protocol("p")]))
+    registry = build(
+        alpha=Plugin(backbones=[fam, backbone("plain")], datasets=[dataset("d")], protocols=[protocol("p")])
+    )
     # listing: names, specs, metadata, glob match, provenance never resolve members nor call load
     assert registry.names("backbone") == ["plain"]
     for kind in ("backbone", "dataset", "protocol"):
@@ -281,8 +290,12 @@ GOOD_MODULE = """
 
 
 def test_entry_point_import_failure_is_recorded(monkeypatch, tmp_path):
-    _fake_entry_points(monkeypatch, tmp_path, {"good": GOOD_MODULE, "bad": "raise ImportError('no deps here')\n"},
-                       [("good", "good"), ("bad", "bad"), ("ghost", "medfm_no_such_module_xyz")])
+    _fake_entry_points(
+        monkeypatch,
+        tmp_path,
+        {"good": GOOD_MODULE, "bad": "raise ImportError('no deps here')\n"},
+        [("good", "good"), ("bad", "bad"), ("ghost", "medfm_no_such_module_xyz")],
+    )
     pm = make_plugin_manager()
     infos = {i.name: i for i in load_entry_point_plugins(pm)}
     assert infos["good"].errors == []
@@ -294,8 +307,7 @@ def test_entry_point_import_failure_is_recorded(monkeypatch, tmp_path):
 
 
 def test_blocked_plugin_is_marked_and_not_loaded(monkeypatch, tmp_path):
-    _fake_entry_points(monkeypatch, tmp_path, {"a": GOOD_MODULE, "b": GOOD_MODULE},
-                       [("a", "a"), ("b", "b")])
+    _fake_entry_points(monkeypatch, tmp_path, {"a": GOOD_MODULE, "b": GOOD_MODULE}, [("a", "a"), ("b", "b")])
     monkeypatch.setenv(BLOCK_ENV, " b , unrelated")
     pm = make_plugin_manager()
     infos = {i.name: i for i in load_entry_point_plugins(pm)}
@@ -316,8 +328,7 @@ TWIN_MODULE = """
 
 
 def test_two_entry_points_with_the_same_name(monkeypatch, tmp_path):
-    _fake_entry_points(monkeypatch, tmp_path, {"a": TWIN_MODULE, "b": TWIN_MODULE},
-                       [("twin", "a"), ("twin", "b")])
+    _fake_entry_points(monkeypatch, tmp_path, {"a": TWIN_MODULE, "b": TWIN_MODULE}, [("twin", "a"), ("twin", "b")])
     pm = make_plugin_manager()
     infos = load_entry_point_plugins(pm)
     assert len(infos) == 2
@@ -357,8 +368,9 @@ def test_misspelled_hook_is_reported(monkeypatch, tmp_path):
 
 
 def test_every_misspelled_hook_is_reported(monkeypatch, tmp_path):
-    _fake_entry_points(monkeypatch, tmp_path, {"a": MISSPELLED_A, "b": MISSPELLED_B},
-                       [("typo_a", "a"), ("typo_b", "b")])
+    _fake_entry_points(
+        monkeypatch, tmp_path, {"a": MISSPELLED_A, "b": MISSPELLED_B}, [("typo_a", "a"), ("typo_b", "b")]
+    )
     pm = make_plugin_manager()
     infos = {i.name: i for i in load_entry_point_plugins(pm)}
     assert any("register_backbone" in e for e in infos["typo_a"].errors)
@@ -397,8 +409,11 @@ DOC = REPO / "docs" / "plugins.md"
 
 @pytest.mark.xfail(not DOC.exists(), reason="docs/plugins.md is not written yet", strict=False)
 def test_every_hook_is_documented():
-    hooks = [name for name in dir(hookspecs)
-             if callable(getattr(hookspecs, name)) and hasattr(getattr(hookspecs, name), "medfm_spec")]
+    hooks = [
+        name
+        for name in dir(hookspecs)
+        if callable(getattr(hookspecs, name)) and hasattr(getattr(hookspecs, name), "medfm_spec")
+    ]
     assert set(hooks) == set(medfm_plugins_mod.HOOKS)
     text = DOC.read_text(encoding="utf-8")
     missing = [h for h in hooks if not re.search(rf"\b{re.escape(h)}\b", text)]

@@ -52,7 +52,7 @@ class CountingProtocol:
 
 def _metrics(results: Path) -> dict:
     out = {}
-    for path, record, error in iter_records(results, verify=True):
+    for _, record, error in iter_records(results, verify=True):
         assert error is None, error
         out[(record["backbone"]["name"], record["protocol"]["name"])] = record["metrics"]
     return out
@@ -181,15 +181,36 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+def _kill_inside_a_cell(argv: list[str], cwd: Path, log: Path, nth_cell: int, settle_s: float) -> tuple[int, int]:
+    """Start ``medfm run``, SIGKILL it ``settle_s`` after it announced its ``nth_cell``-th cell
+    (counting this run's own starts), and return (cells started, cells finished) by its log."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 300
+        while log.read_text().count("▶") < nth_cell:
+            assert proc.poll() is None, f"the run ended before its cell {nth_cell} started:\n{log.read_text()}"
+            assert time.monotonic() < deadline, "no cell started in 300 s"
+            time.sleep(0.002)
+        time.sleep(settle_s)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    text = log.read_text()
+    finished = text.count("  done ") + text.count("  error ")  # of the started ones (up to date never start)
+    return text.count("▶"), finished
+
+
 def test_kill_9_then_resume_gives_same_results(tmp_path):
-    """A run killed with SIGKILL at several moments, then restarted, ends like an uninterrupted one."""
+    """A run killed with SIGKILL inside a cell, several times, then restarted, ends like an
+    uninterrupted one. Each kill lands while a cell is running (the log says which started and
+    none of them finished after it), not between runs."""
     toml = tmp_path / "run.toml"
     toml.write_text(
         'backbones = ["random/test_vit@64", "random/test_resnet@64"]\n'
-        'datasets = ["synthetic/cxr-nodules"]\nprotocols = ["knn", "linear_probe"]\n'
+        'datasets = ["synthetic/cxr-nodules"]\nprotocols = ["knn", "linear_probe", "logistic_regression"]\n'
         'device = "cpu"\nbootstrap = 200\n'
         '[dataset."synthetic/cxr-nodules"]\npatients = 40\nsize = 64\n'
-        '[protocol.linear_probe]\nepochs = 10\n')
+        "[protocol.linear_probe]\nepochs = 10\n"
+    )
     reference = tmp_path / "ref"
     reference.mkdir()
     done = _cli("run", "--config", str(toml), "--cache-dir", str(reference / "cache"), cwd=reference)
@@ -197,12 +218,18 @@ def test_kill_9_then_resume_gives_same_results(tmp_path):
     interrupted = tmp_path / "killed"
     interrupted.mkdir()
     exe = Path(sys.executable).parent / "medfm"
-    for delay in (2.0, 5.0, 8.0):
-        proc = subprocess.Popen([str(exe), "run", "--config", str(toml), "--cache-dir", str(interrupted / "cache")],
-                                cwd=interrupted, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    argv = [str(exe), "run", "--config", str(toml), "--cache-dir", str(interrupted / "cache")]
+    interrupted_cells = []
+    for attempt in range(12):  # until three kills have landed inside a cell (cells take ~0.1 s)
+        log = tmp_path / f"kill{attempt}.log"
+        started, finished = _kill_inside_a_cell(argv, interrupted, log, 2, settle_s=0.0)
+        assert finished <= started <= finished + 1, log.read_text()
+        if started == finished + 1:
+            interrupted_cells.append(log.read_text().rsplit("▶", 1)[1].splitlines()[0].strip())
+        if len(interrupted_cells) == 3:
+            break
+    assert len(interrupted_cells) == 3, interrupted_cells
+    assert len(list((interrupted / "results").rglob("*.seed0.json"))) < 6  # the last kill left work to do
     final = _cli("run", "--config", str(toml), "--cache-dir", str(interrupted / "cache"), cwd=interrupted)
     assert final.returncode == 0, final.stderr
     for path in (interrupted / "results").rglob("*.json"):

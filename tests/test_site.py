@@ -14,19 +14,29 @@ import json
 from pathlib import Path
 
 import pytest
+from record_support import binary_predictions, write_submission
 
 from medfm.cli import main
-
-from record_support import binary_predictions, write_submission
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCRIPT_NAME = "net<script>window.__pwned='script'</script>"
 IMG_NAME = "net<img src=x onerror=\"window.__pwned='img'\">"
 MD_NAME = "net **bold** [link](https://evil.example) ~~x~~"
-BREAST = {"dataset": "medmnist/breastmnist_64", "dataset_revision": "v2", "classes": ("malignant", "normal, benign"),
-          "modality": "breast ultrasound"}
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run", "--disable-quic"]
+BREAST = {
+    "dataset": "medmnist/breastmnist_64",
+    "dataset_revision": "v2",
+    "classes": ("malignant", "normal, benign"),
+    "modality": "breast ultrasound",
+}
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +55,34 @@ def site(tmp_path_factory):
     """Three ranked backbones on two data sets, one unverified result, and three hostile names."""
     root = tmp_path_factory.mktemp("site")
     results = root / "results"
-    models = {"dinov2-like": (0.40, "self-supervised", 21_000_000), "resnet-like": (0.25, "supervised", 25_000_000),
-              "tiny-net": (0.10, "supervised", 1_000_000)}
+    models = {
+        "dinov2-like": (0.40, "self-supervised", 21_000_000),
+        "resnet-like": (0.25, "supervised", 25_000_000),
+        "tiny-net": (0.10, "supervised", 1_000_000),
+    }
     for name, (strength, objective, params) in models.items():
-        write_submission(results, binary_predictions(strength=strength, seed=1), backbone=name, objective=objective,
-                         params=params, **BREAST)
-        write_submission(results, binary_predictions(n=150, strength=strength, seed=2), backbone=name,
-                         dataset="medmnist/pneumoniamnist", dataset_revision="v2", classes=("normal", "pneumonia"),
-                         objective=objective, params=params, modality="chest X-ray")
-    write_submission(results, binary_predictions(strength=0.45, seed=3), backbone="outsider", distribution="lab-dist",
-                     **BREAST)
+        write_submission(
+            results,
+            binary_predictions(strength=strength, seed=1),
+            backbone=name,
+            objective=objective,
+            params=params,
+            **BREAST,
+        )
+        write_submission(
+            results,
+            binary_predictions(n=150, strength=strength, seed=2),
+            backbone=name,
+            dataset="medmnist/pneumoniamnist",
+            dataset_revision="v2",
+            classes=("normal", "pneumonia"),
+            objective=objective,
+            params=params,
+            modality="chest X-ray",
+        )
+    write_submission(
+        results, binary_predictions(strength=0.45, seed=3), backbone="outsider", distribution="lab-dist", **BREAST
+    )
     for i, evil in enumerate((SCRIPT_NAME, IMG_NAME, MD_NAME)):
         write_submission(results, binary_predictions(strength=0.3, seed=10 + i), backbone=evil, **BREAST)
     out = root / "site"
@@ -95,7 +123,8 @@ def test_numbers_on_the_page_are_the_records(page, site):
     by_cell = records_by_cell(site["results"])
     cells = page.eval_on_selector_all(
         "table.board[data-block='0'] tbody td[data-col]",
-        "tds => tds.map(td => [td.parentElement.dataset.row, td.dataset.col, td.dataset.value, td.textContent])")
+        "tds => tds.map(td => [td.parentElement.dataset.row, td.dataset.col, td.dataset.value, td.textContent])",
+    )
     data = json.loads((site["dir"] / "leaderboard.json").read_text())
     columns = {c["id"]: c for t in data["tables"] for c in t["columns"]}
     assert len(cells) == 6  # three ranked backbones on two data sets

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from protocol_support import feature_task, run_config
+from record_support import binary_predictions, make_record, write_submission
 
 from medfm import ProtocolSpec, UserError, hookimpl
 from medfm.cli import main
@@ -24,9 +26,6 @@ from medfm.records import cell_paths, load_record, read_predictions, write_resul
 from medfm.runner import Runner
 from medfm.submission import check_submitter, resolve_submitter, slug
 from medfm.verification import verify_file
-
-from protocol_support import feature_task, run_config
-from record_support import binary_predictions, make_record, write_submission
 
 
 # ------------------------------------------------------------------ who submits
@@ -45,8 +44,13 @@ def test_submitter_comes_from_the_flag_the_environment_or_git(monkeypatch):
 
 # ------------------------------------------------------------------ two contributors
 def _git(*args, cwd):
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
     done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -61,16 +65,20 @@ def _run(registry_factory, root: Path, submitter: str, seed: int) -> list:
     return Runner(registry_factory(MERGE), cfg).run()
 
 
-def test_two_contributors_of_the_same_cells_merge_without_conflict_and_are_both_shown(registry_factory, tmp_path,
-                                                                                        monkeypatch, capsys):
+def test_two_contributors_of_the_same_cells_merge_without_conflict_and_are_both_shown(
+    registry_factory, tmp_path, monkeypatch, capsys
+):
     origin = tmp_path / "origin"
     origin.mkdir()
     _git("init", "-q", "-b", "main", cwd=origin)
     _run(registry_factory, origin, "medfm", 0)  # the maintainers' record of the cell
     _git("add", "results", cwd=origin)
     _git("commit", "-q", "-m", "maintainers", cwd=origin)
-    first_party = sorted(p.relative_to(origin).as_posix() for p in (origin / "results").rglob("*") if p.is_file()
-                         and not p.name.startswith("."))
+    first_party = sorted(
+        p.relative_to(origin).as_posix()
+        for p in (origin / "results").rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    )
     before = {p: (origin / p).read_bytes() for p in first_party}
     clones = {}
     for who, seed in (("alice", 0), ("bob", 1)):
@@ -112,9 +120,16 @@ def test_records_hold_no_local_paths_and_hash_the_same_on_every_machine(registry
     for machine in ("machine-a/deep/layout", "machine-b"):
         base = tmp_path / machine
         data = _image_folder(base / "images")
-        cfg = RunConfig(backbones=["random/test_resnet@64"], datasets=["folder/binary/toy"], protocols=["knn"],
-                        results_dir=str(base / "results"), cache_dir=str(base / "cache"),
-                        leaderboard=str(base / "lb.md"), bootstrap=100, device="cpu")
+        cfg = RunConfig(
+            backbones=["random/test_resnet@64"],
+            datasets=["folder/binary/toy"],
+            protocols=["knn"],
+            results_dir=str(base / "results"),
+            cache_dir=str(base / "cache"),
+            leaderboard=str(base / "lb.md"),
+            bootstrap=100,
+            device="cpu",
+        )
         cfg.options["dataset"]["folder/binary/toy"] = {"root": str(data), "split_dir": str(base / "splits")}
         cfg.options["protocol"]["knn"] = {"k_grid": [3]}
         outcome = Runner(registry_factory(), cfg).run()[0]
@@ -149,20 +164,45 @@ def test_concurrent_writers_of_one_submission_leave_a_record_that_matches_its_pr
     assert checked.valid, checked.problem
     k = checked.record["config"]["protocol"]["options"]["k"]
     expected = binary_predictions(strength=0.1 + 0.05 * k, seed=k)
-    np.testing.assert_allclose(read_predictions(path.with_name("alice.seed0.predictions.npz")).scores,
-                               expected.scores, atol=1e-6)
+    np.testing.assert_allclose(
+        read_predictions(path.with_name("alice.seed0.predictions.npz")).scores, expected.scores, atol=1e-6
+    )
 
 
 def test_two_runs_of_one_cell_with_different_options_at_once(tmp_path):
     """Two ``medfm run`` processes write the same submission with different options concurrently."""
     exe = Path(sys.executable).parent / "medfm"
-    common = ["run", "-b", "random/test_vit@64", "-d", "synthetic/cxr-nodules", "-p", "knn", "--results", "results",
-              "--cache-dir", "cache", "--bootstrap", "200", "--set", "dataset.synthetic/cxr-nodules.patients=30",
-              "--set", "dataset.synthetic/cxr-nodules.size=64"]
+    common = [
+        "run",
+        "-b",
+        "random/test_vit@64",
+        "-d",
+        "synthetic/cxr-nodules",
+        "-p",
+        "knn",
+        "--results",
+        "results",
+        "--cache-dir",
+        "cache",
+        "--bootstrap",
+        "200",
+        "--set",
+        "dataset.synthetic/cxr-nodules.patients=30",
+        "--set",
+        "dataset.synthetic/cxr-nodules.size=64",
+    ]
     warm = subprocess.run([str(exe), *common], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert warm.returncode == 0, warm.stderr
-    procs = [subprocess.Popen([str(exe), *common, "--rerun", "--set", f"protocol.knn.k_grid=[{k}]"], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for k in (3, 5)]
+    procs = [
+        subprocess.Popen(
+            [str(exe), *common, "--rerun", "--set", f"protocol.knn.k_grid=[{k}]"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in (3, 5)
+    ]
     for p in procs:
         assert p.wait(600) == 0, p.stderr.read()
     record_path = next((tmp_path / "results").rglob("tester.seed0.json"))
@@ -179,8 +219,14 @@ def test_compare_prints_the_paired_difference_on_every_shared_cell(tmp_path, mon
     a2, b2 = binary_predictions(n=150, strength=0.3, seed=3), binary_predictions(n=150, strength=0.28, seed=4)
     for name, p1, p2 in (("model-a", a1, a2), ("model-b", b1, b2)):
         write_submission(results, p1, backbone=name)
-        write_submission(results, p2, backbone=name, dataset="medmnist/pneumoniamnist", dataset_revision="v2",
-                         classes=("normal", "pneumonia"))
+        write_submission(
+            results,
+            p2,
+            backbone=name,
+            dataset="medmnist/pneumoniamnist",
+            dataset_revision="v2",
+            classes=("normal", "pneumonia"),
+        )
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     with pytest.raises(SystemExit) as done:
@@ -195,7 +241,9 @@ def test_compare_prints_the_paired_difference_on_every_shared_cell(tmp_path, mon
         db = metric_draws("binary", "auroc", pb.labels, pb.scores.astype(np.float32).astype(float), w)
         expected = paired_difference(row["value_a"], row["value_b"], da, db)
         assert row["difference"] == pytest.approx(row["value_a"] - row["value_b"], abs=1e-6)
-        assert row["ci_low"] == pytest.approx(expected.ci_low, abs=1e-6) and row["p"] == pytest.approx(expected.p, abs=1e-6)
+        assert row["ci_low"] == pytest.approx(expected.ci_low, abs=1e-6) and row["p"] == pytest.approx(
+            expected.p, abs=1e-6
+        )
     assert [r["p_holm"] for r in rows] == pytest.approx(holm([r["p"] for r in rows]), abs=3e-6)
     with pytest.raises(SystemExit):
         main(["compare", "model-a", "nobody", "--results", "results"])
@@ -226,13 +274,21 @@ class NoisyKnn:
         register(ProtocolSpec(name="knn", run=run, version="2"))
 
 
-def test_verify_reruns_a_sample_and_catches_a_record_that_does_not_reproduce(registry_factory, tmp_path, monkeypatch,
-                                                                             capsys):
+def test_verify_reruns_a_sample_and_catches_a_record_that_does_not_reproduce(
+    registry_factory, tmp_path, monkeypatch, capsys
+):
     from medfm import cli
 
-    cfg = RunConfig(backbones=["random/test_vit@64"], datasets=["synthetic/cxr-nodules"], protocols=["knn"],
-                    results_dir=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"),
-                    leaderboard=str(tmp_path / "lb.md"), bootstrap=200, device="cpu")
+    cfg = RunConfig(
+        backbones=["random/test_vit@64"],
+        datasets=["synthetic/cxr-nodules"],
+        protocols=["knn"],
+        results_dir=str(tmp_path / "results"),
+        cache_dir=str(tmp_path / "cache"),
+        leaderboard=str(tmp_path / "lb.md"),
+        bootstrap=200,
+        device="cpu",
+    )
     cfg.options["dataset"]["synthetic/cxr-nodules"] = {"patients": 30, "size": 64}
     assert Runner(registry_factory(), cfg).run()[0].status == "ok"
     # a second submitter's record of the same cell, made by a protocol that invented its scores
@@ -267,16 +323,44 @@ def test_portable_paths_name_a_root_or_only_the_file(tmp_path):
     from medfm.portable import hash_view, local_path, portable
 
     roots = {"WORKDIR": tmp_path / "project", "CACHE": tmp_path / "cache", "HOME": tmp_path}
-    record = {"root": str(tmp_path / "project" / "data" / "x"), "split_file": str(tmp_path / "cache" / "s.json"),
-              "weights": "/srv/weights/model.safetensors", "home": str(tmp_path / "notes"),
-              "message": f"could not read {tmp_path}/project/a.png (see https://example.org/a/b)",
-              "name": "timm/vit_small", "id": "test/0"}
+    record = {
+        "root": str(tmp_path / "project" / "data" / "x"),
+        "split_file": str(tmp_path / "cache" / "s.json"),
+        "weights": "/srv/weights/model.safetensors",
+        "home": str(tmp_path / "notes"),
+        "message": f"could not read {tmp_path}/project/a.png (see https://example.org/a/b)",
+        "name": "timm/vit_small",
+        "id": "test/0",
+    }
     out = portable(record, roots)
-    assert out == {"root": "$WORKDIR/data/x", "split_file": "$CACHE/s.json", "weights": "<local>/model.safetensors",
-                   "home": "$HOME/notes", "message": "could not read $WORKDIR/a.png (see https://example.org/a/b)",
-                   "name": "timm/vit_small", "id": "test/0"}
+    assert out == {
+        "root": "$WORKDIR/data/x",
+        "split_file": "$CACHE/s.json",
+        "weights": "<local>/model.safetensors",
+        "home": "$HOME/notes",
+        "message": "could not read $WORKDIR/a.png (see https://example.org/a/b)",
+        "name": "timm/vit_small",
+        "id": "test/0",
+    }
     assert local_path(out["root"], roots) == tmp_path / "project" / "data" / "x"
     assert local_path(out["weights"], roots) is None
-    assert hash_view({"root": "/a", "weights": "b.pt", "k": [1], "name": "x"}) == \
-        hash_view({"root": "/elsewhere", "weights": "c.pt", "k": [1], "name": "x"})
+    assert hash_view({"root": "/a", "weights": "b.pt", "k": [1], "name": "x"}) == hash_view(
+        {"root": "/elsewhere", "weights": "c.pt", "k": [1], "name": "x"}
+    )
     assert hash_view({"k": [1]}) != hash_view({"k": [2]})
+
+
+def test_regular_expressions_in_a_record_are_kept_as_written():
+    from medfm.portable import absolute_paths_in, portable
+
+    roots = {"HOME": Path("/home/alice"), "WORKDIR": Path("/home/alice/study")}
+    record = {
+        "config": {"dataset": {"options": {"group_regex": r"^[^/]+/([^/]+)/", "root": "/home/alice/study/data"}}},
+        "dataset": {"info": {"grouped_by": r"/scans/(\d+)/", "note": "read /home/alice/study/data/a.png"}},
+    }
+    out = portable(record, roots)
+    assert out["config"]["dataset"]["options"]["group_regex"] == r"^[^/]+/([^/]+)/"
+    assert out["dataset"]["info"]["grouped_by"] == r"/scans/(\d+)/"
+    assert out["config"]["dataset"]["options"]["root"] == "$WORKDIR/data"  # paths are still made portable
+    assert out["dataset"]["info"]["note"] == "read $WORKDIR/data/a.png"
+    assert absolute_paths_in(out) == []

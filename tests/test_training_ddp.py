@@ -19,7 +19,6 @@ from medfm.config import load_config
 from medfm.records import iter_records, read_predictions
 from medfm.runner import Runner
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -62,9 +61,26 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
-    job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "medfm.cli", "run", "-c", "ddp.toml"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=400)
+    job = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "medfm.cli",
+            "run",
+            "-c",
+            "ddp.toml",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert job.returncode == 0, job.stderr[-3000:]
     from conftest import build_registry
 
@@ -77,13 +93,16 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
         assert r2["extra"]["world_size"] == 2 and r1["extra"]["world_size"] == 1
         assert list(p2.ids) == list(p1.ids)  # every test sample once, in order, after gathering
         np.testing.assert_allclose(p2.scores, p1.scores, atol=1e-5)
-        np.testing.assert_allclose(r2["extra"]["curves"]["train_loss"], r1["extra"]["curves"]["train_loss"],
-                                   rtol=1e-5)
+        np.testing.assert_allclose(r2["extra"]["curves"]["train_loss"], r1["extra"]["curves"]["train_loss"], rtol=1e-5)
         for metric, value in r1["metrics"].items():
             assert r2["metrics"][metric]["value"] == pytest.approx(value["value"], abs=1e-6), (name, metric)
     # rank 1 wrote nothing of its own: one record, one predictions file, one curve per cell
-    files = sorted(p.relative_to(tmp_path / "ddp").as_posix() for p in (tmp_path / "ddp").rglob("*")
-                   if p.is_file() and ".work" not in str(p) and not p.name.startswith("."))
+    files = sorted(
+        p.relative_to(tmp_path / "ddp").as_posix()
+        for p in (tmp_path / "ddp").rglob("*")
+        if p.is_file() and ".work" not in str(p) and not p.name.startswith(".")
+    )
     assert sorted(f.rsplit("/", 1)[1] for f in files) == sorted(
-        f"tester.seed0{s}" for _ in ddp for s in (".curves.png", ".json", ".predictions.npz"))
+        f"tester.seed0{s}" for _ in ddp for s in (".curves.png", ".json", ".predictions.npz")
+    )
     assert sorted({f.rsplit("/", 2)[1] for f in files}) == sorted(ddp)

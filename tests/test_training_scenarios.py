@@ -25,16 +25,33 @@ from medfm.training.model import build_model
 from medfm.training.options import TrainOptions, protocol_defaults
 from medfm_plugins.datasets.synthetic_cxr import generate
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 VIT, RESNET = "random/test_vit@64", "random/test_resnet@64"
-ALL = ["frozen_linear", "finetune_linear", "finetune_llrd", "partial_finetune", "frozen_deit_head",
-       "finetune_deit_head", "lora", "bitfit"]
+ALL = [
+    "frozen_linear",
+    "finetune_linear",
+    "finetune_llrd",
+    "partial_finetune",
+    "frozen_deit_head",
+    "finetune_deit_head",
+    "lora",
+    "bitfit",
+]
 ON_RESNET = ["frozen_linear", "finetune_deit_head", "lora", "bitfit"]
-FULL_BATCH = {"epochs": 3, "batch_size": 64, "lr": 1e-3, "backbone_lr": 1e-3, "warmup_epochs": 0.0,
-              "augment": "none", "weight_decay": 0.0, "patience": 10, "drop_path": 0.0, "deit_depth": 1}
+FULL_BATCH = {
+    "epochs": 3,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "backbone_lr": 1e-3,
+    "warmup_epochs": 0.0,
+    "augment": "none",
+    "weight_decay": 0.0,
+    "patience": 10,
+    "drop_path": 0.0,
+    "deit_depth": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +63,24 @@ def records(tmp_path_factory) -> dict:
     registry = build_registry()
     records: dict = {}
     for backbone, protocols in ((VIT, ALL), (RESNET, ON_RESNET)):
-        cfg = RunConfig(backbones=[backbone], datasets=["synthetic/cxr-nodules"], protocols=protocols,
-                        results_dir=str(root / "results"), cache_dir=None, leaderboard=str(root / "lb.md"),
-                        bootstrap=100, device="cpu")
+        cfg = RunConfig(
+            backbones=[backbone],
+            datasets=["synthetic/cxr-nodules"],
+            protocols=protocols,
+            results_dir=str(root / "results"),
+            cache_dir=None,
+            leaderboard=str(root / "lb.md"),
+            bootstrap=100,
+            device="cpu",
+        )
         cfg.options["dataset"]["synthetic/cxr-nodules"] = {"patients": 12, "size": 64}
         # curve PNGs (0.3 s each) for two protocols only
-        cfg.options["protocol"] = {"*": {**FULL_BATCH, "curves_png": False},
-                                   "frozen_linear": {"lr": 1e-2, "curves_png": True},
-                                   "lora": {"curves_png": True},
-                                   "*deit*": {"lr": 1e-4, "backbone_lr": 1e-4}}
+        cfg.options["protocol"] = {
+            "*": {**FULL_BATCH, "curves_png": False},
+            "frozen_linear": {"lr": 1e-2, "curves_png": True},
+            "lora": {"curves_png": True},
+            "*deit*": {"lr": 1e-4, "backbone_lr": 1e-4},
+        }
         runner = Runner(registry, cfg)
         cells = runner.plan()
         shared = runner._backbone(cells[0].backbone)  # the one object every cell of the run receives
@@ -105,13 +131,19 @@ def test_trainable_parameter_counts_in_the_records(records):
     assert r["adapter"]["adapted_modules"] == 2 * blocks
     biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
     assert records[(VIT, "bitfit")]["extra"]["trainable_params"] == biases + head
-    assert records[(VIT, "finetune_linear")]["extra"]["trainable_params"] == sum(
-        p.numel() for p in model.parameters()) + head
+    assert (
+        records[(VIT, "finetune_linear")]["extra"]["trainable_params"]
+        == sum(p.numel() for p in model.parameters()) + head
+    )
     assert records[(VIT, "frozen_linear")]["extra"]["trainable_params"] == head
     partial = records[(VIT, "partial_finetune")]["extra"]
     assert partial["freeze"]["unfrozen_blocks"] == 2
-    assert partial["trainable_params"] == sum(p.numel() for p in model.blocks[-2:].parameters()) + \
-        sum(p.numel() for p in model.norm.parameters()) + head
+    assert (
+        partial["trainable_params"]
+        == sum(p.numel() for p in model.blocks[-2:].parameters())
+        + sum(p.numel() for p in model.norm.parameters())
+        + head
+    )
 
 
 def test_deit_head_reads_patch_tokens_and_says_how_it_was_initialised(records):
@@ -139,11 +171,11 @@ def _train(backbone, **options):
     opts = TrainOptions.from_mapping(protocol_defaults(**{**FULL_BATCH, "epochs": 2, **options}))
     model, built = build_model(backbone, opts, 2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = Trainer(model, opts, task="binary", metric="auroc", device=torch.device("cpu"), seed=0,
-                      dist=DistInfo())
+    trainer = Trainer(model, opts, task="binary", metric="auroc", device=torch.device("cpu"), seed=0, dist=DistInfo())
     prep = backbone.preprocessing
-    fit = trainer.fit(Labelled(TrainImages(images[:16], prep), labels[:16]),
-                      Labelled(TrainImages(images[16:], prep), labels[16:]))
+    fit = trainer.fit(
+        Labelled(TrainImages(images[:16], prep), labels[:16]), Labelled(TrainImages(images[16:], prep), labels[16:])
+    )
     after = model.state_dict()
     changed = {k for k in before if k in after and not torch.equal(before[k], after[k])}
     return model, built, fit, changed
@@ -188,11 +220,13 @@ def test_bitfit_changes_only_biases_and_head():
     _, built, _, changed = _train(backbone, freeze="bias")
     backbone_changed = {k for k in changed if not k.startswith("head.")}
     # BatchNorm running statistics move because BitFit's BatchNorm biases train in training mode
-    assert backbone_changed and all(k.endswith(("bias", "running_mean", "running_var", "num_batches_tracked"))
-                                    for k in backbone_changed), sorted(backbone_changed)
+    assert backbone_changed and all(
+        k.endswith(("bias", "running_mean", "running_var", "num_batches_tracked")) for k in backbone_changed
+    ), sorted(backbone_changed)
     assert any(k.endswith(".bias") for k in backbone_changed)
-    assert built.backbone_trainable_params == sum(p.numel() for n, p in backbone.module.named_parameters()
-                                                  if n.endswith("bias"))
+    assert built.backbone_trainable_params == sum(
+        p.numel() for n, p in backbone.module.named_parameters() if n.endswith("bias")
+    )
 
 
 def test_out_of_memory_halves_the_micro_batch_and_says_so(monkeypatch):

@@ -13,14 +13,13 @@ from medfm.timm_backbone import TimmBackbone, preprocessing_from_timm
 from medfm.training.adapters import add_adapter, default_targets
 from medfm.training.augment import PRESETS, apply_seeded, build_transform, resolve_policy
 from medfm.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from medfm.training.classifier_heads import DeiTHead, find_deit_weights
 from medfm.training.data import balanced_weights, epoch_order, step_plan, stratified_subset
-from medfm.training.distributed import DistInfo, gather_rows
+from medfm.training.distributed import DistInfo, gather_rank_rows
 from medfm.training.freezing import apply_freeze, count_parameters, frozen_state_digest
-from medfm.training.heads import DeiTHead, find_deit_weights
 from medfm.training.model import build_model
 from medfm.training.optim import param_groups, warmup_cosine
 from medfm.training.options import TrainOptions, protocol_defaults
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -91,15 +90,18 @@ def test_class_balanced_sampling_and_stratified_subset():
 def test_gather_rows_restores_the_order():
     rows = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
     idx = np.array([3, 1, 7, 0, 2, 4, 5, 6, 8, 9])
-    assert np.array_equal(gather_rows(idx, rows[idx], 10, DistInfo()), rows)
+    assert np.array_equal(gather_rank_rows(idx, rows[idx], 10, DistInfo()), rows)
 
 
 # ---------------------------------------------------------------- what trains
 def test_last_n_unfreezes_the_last_blocks_and_the_final_norm():
     backbone = _vit()
     info = apply_freeze(backbone, "last_n", 2)
-    trainable = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("blocks") else "")
-                 for n, p in backbone.module.named_parameters() if p.requires_grad}
+    trainable = {
+        n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("blocks") else "")
+        for n, p in backbone.module.named_parameters()
+        if p.requires_grad
+    }
     n = len(backbone.module.blocks)
     assert trainable == {f"blocks.{n - 2}", f"blocks.{n - 1}", "norm"}
     assert info["unfrozen_blocks"] == 2
@@ -110,15 +112,17 @@ def test_bitfit_trains_biases_only():
     apply_freeze(backbone, "bias")
     names = [n for n, p in backbone.module.named_parameters() if p.requires_grad]
     assert names and all(n.endswith("bias") for n in names)
-    assert count_parameters(backbone.module)[0] == sum(p.numel() for n, p in backbone.module.named_parameters()
-                                                        if n.endswith("bias"))
+    assert count_parameters(backbone.module)[0] == sum(
+        p.numel() for n, p in backbone.module.named_parameters() if n.endswith("bias")
+    )
 
 
 def test_lora_targets_attention_of_vits_and_plain_convolutions_of_cnns():
     pytest.importorskip("peft")
-    from medfm_plugins.backbones.torchvision_models import TorchvisionBackbone
-    from medfm import Preprocessing
     import torchvision
+
+    from medfm import Preprocessing
+    from medfm_plugins.backbones.torchvision_models import TorchvisionBackbone
 
     vit = _vit()
     assert default_targets(vit)[0] == ["attn.qkv", "attn.proj"]
@@ -172,7 +176,7 @@ def test_layer_wise_decay_and_no_decay_groups():
     groups = {g["name"]: g for g in param_groups(model, opts)}
     n = len(model.backbone_module.blocks)
     assert groups[f"backbone.layer{n}"]["lr"] == pytest.approx(1e-4 * 0.5)  # the last block
-    assert groups["backbone.layer1"]["lr"] == pytest.approx(1e-4 * 0.5 ** n)  # the first block
+    assert groups["backbone.layer1"]["lr"] == pytest.approx(1e-4 * 0.5**n)  # the first block
     assert groups["backbone.layer0.no_wd"]["lr"] == pytest.approx(1e-4 * 0.5 ** (n + 1))  # embeddings
     assert groups[f"backbone.layer{n + 1}.no_wd"]["lr"] == pytest.approx(1e-4)  # final norm
     assert groups[f"head.layer{n + 1}"]["lr"] == 1e-3 and groups[f"head.layer{n + 1}.no_wd"]["weight_decay"] == 0
@@ -207,6 +211,7 @@ def test_checkpoints_hold_tensors_only_and_restore_every_rng(tmp_path):
 # ---------------------------------------------------------------- memory
 def test_extraction_out_of_memory_halves_the_batch_and_the_record_says_so(tmp_path, monkeypatch, tiny_config):
     from conftest import build_registry
+
     from medfm import extract
     from medfm.records import load_record
     from medfm.runner import Runner
@@ -221,7 +226,7 @@ def test_extraction_out_of_memory_halves_the_batch_and_the_record_says_so(tmp_pa
 
     monkeypatch.setattr(extract, "_extract_once", once)
     tiny_config.backbones, tiny_config.protocols = ["random/test_vit@64"], ["knn"]
-    outcome, = Runner(build_registry(), tiny_config).run()
+    (outcome,) = Runner(build_registry(), tiny_config).run()
     assert outcome.status == "ok" and sizes[:2] == [32, 16]
     notes = load_record(outcome.record_path, verify=True)["extra"]["extraction_memory"]
     assert len(notes) == 1 and "halved 1 time(s), to 16" in notes[0]

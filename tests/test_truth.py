@@ -7,13 +7,13 @@ import dataclasses
 
 import numpy as np
 import pytest
+from protocol_support import SPLITS, feature_task, run_config
 
 from medfm import Dataset, DatasetSpec, Predictions, ProtocolOutput, ProtocolSpec, hookimpl
 from medfm.records import read_predictions
 from medfm.runner import Runner
 from medfm.test_set import split_identity
 from medfm.verification import verify_file
-from protocol_support import SPLITS, feature_task, run_config
 
 
 class ScoringProtocols:
@@ -26,8 +26,9 @@ class ScoringProtocols:
         def honest(ctx, ids=None, scores=None):
             test = ctx.split("test")
             p = np.asarray(test.labels, dtype=float) * 0.6 + 0.2
-            return ProtocolOutput(ids=list(test.ids) if ids is None else ids,
-                                  scores=np.c_[1 - p, p] if scores is None else scores)
+            return ProtocolOutput(
+                ids=list(test.ids) if ids is None else ids, scores=np.c_[1 - p, p] if scores is None else scores
+            )
 
         def reversed_ids(ctx):
             out = honest(ctx)
@@ -60,9 +61,16 @@ class ScoringProtocols:
             out = honest(ctx)
             return Predictions(test.ids, 1 - np.asarray(test.labels), out.scores)
 
-        for name, run in [("honest", honest), ("reversed_ids", reversed_ids), ("partial", partial),
-                          ("invented", invented), ("repeated", repeated), ("one_d", one_d),
-                          ("three_columns", three_columns), ("flipped_labels", flipped_labels)]:
+        for name, run in [
+            ("honest", honest),
+            ("reversed_ids", reversed_ids),
+            ("partial", partial),
+            ("invented", invented),
+            ("repeated", repeated),
+            ("one_d", one_d),
+            ("three_columns", three_columns),
+            ("flipped_labels", flipped_labels),
+        ]:
             register(ProtocolSpec(name=name, run=run, needs=frozenset({"features"})))
 
 
@@ -87,20 +95,28 @@ def test_labels_and_patients_come_from_the_data_set_and_ids_are_reordered(regist
     np.testing.assert_array_equal(honest.groups, test.groups)
     np.testing.assert_allclose(backwards.scores, honest.scores)
     record = verify_file(out["honest"].record_path, tmp_path / "results").record
-    assert record["test_set"] == {"identity": split_identity(test.ids, test.labels, test.groups), "n": 30,
-                                  "split": "test", "split_file_sha256": None}
+    assert record["test_set"] == {
+        "identity": split_identity(test.ids, test.labels, test.groups),
+        "n": 30,
+        "split": "test",
+        "split_file_sha256": None,
+    }
 
 
-@pytest.mark.parametrize("protocol, needle", [
-    ("partial", "returned scores for 2 of the 30 test samples (missing: 'test/2', 'test/3', 'test/4' and 25 more)"),
-    ("invented", "ids that are not in the test split: 'ghost/1'"),
-    ("repeated", "the same test sample more than once: 'test/0'"),
-    ("one_d", "scores of shape (30,); they must be (N, C)"),
-    ("three_columns", "returned 3 score columns; a binary task with these classes needs 2"),
-    ("flipped_labels", "returned Predictions, not ProtocolOutput"),
-])
-def test_output_that_misses_repeats_or_invents_ids_is_refused_naming_the_protocol(registry_factory, tmp_path, data,
-                                                                                    protocol, needle):
+@pytest.mark.parametrize(
+    "protocol, needle",
+    [
+        ("partial", "returned scores for 2 of the 30 test samples (missing: 'test/2', 'test/3', 'test/4' and 25 more)"),
+        ("invented", "ids that are not in the test split: 'ghost/1'"),
+        ("repeated", "the same test sample more than once: 'test/0'"),
+        ("one_d", "scores of shape (30,); they must be (N, C)"),
+        ("three_columns", "returned 3 score columns; a binary task with these classes needs 2"),
+        ("flipped_labels", "returned Predictions, not ProtocolOutput"),
+    ],
+)
+def test_output_that_misses_repeats_or_invents_ids_is_refused_naming_the_protocol(
+    registry_factory, tmp_path, data, protocol, needle
+):
     outcome = run(registry_factory, tmp_path, data, [protocol])[protocol]
     assert outcome.status == "error"
     assert f"protocol {protocol!r}" in outcome.message and needle in outcome.message
@@ -114,8 +130,9 @@ def test_a_data_set_whose_files_give_another_test_set_than_the_published_one_fai
             def load(spec):
                 return Dataset("binary", spec.classes, {s: self.split(s) for s in SPLITS})
 
-            register(DatasetSpec(name=self.dataset, load=load, task="binary", classes=("a", "b"),
-                                 test_identity="0" * 64))
+            register(
+                DatasetSpec(name=self.dataset, load=load, task="binary", classes=("a", "b"), test_identity="0" * 64)
+            )
 
     published = Published(**{f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.init})
     cfg = run_config(tmp_path, published, ["honest"], bootstrap=100)

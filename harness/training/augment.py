@@ -39,22 +39,33 @@ class AugmentPolicy:
         return d
 
 
-NO_AUGMENT = AugmentPolicy(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.0, vflip=0.0, rotate=0.0,
-                           rotate90=False, brightness=0.0, contrast=0.0)
+NO_AUGMENT = AugmentPolicy(
+    crop_scale=(1.0, 1.0),
+    crop_ratio=(1.0, 1.0),
+    hflip=0.0,
+    vflip=0.0,
+    rotate=0.0,
+    rotate90=False,
+    brightness=0.0,
+    contrast=0.0,
+)
 PRESETS: dict[str, AugmentPolicy] = {
     # X-ray, CT, MRI, ultrasound: anatomy has an orientation; mild geometry and intensity changes
     "radiology": AugmentPolicy(),
     # pathology, microscopy, dermoscopy: no canonical orientation, so any flip or right angle
-    "rotation_invariant": AugmentPolicy(hflip=0.5, vflip=0.5, rotate=0.0, rotate90=True, brightness=0.1,
-                                        contrast=0.1),
+    "rotation_invariant": AugmentPolicy(hflip=0.5, vflip=0.5, rotate=0.0, rotate90=True, brightness=0.1, contrast=0.1),
     # fundus and OCT: left/right eyes mirror each other, small rotations only
     "ophthalmology": AugmentPolicy(hflip=0.5, rotate=15.0),
     "none": NO_AUGMENT,
 }
 # modality words (DatasetSpec.modality, lower case) -> preset; first match wins
 MODALITY_PRESETS: tuple[tuple[str, str], ...] = (
-    ("patholog", "rotation_invariant"), ("microscop", "rotation_invariant"), ("dermato", "rotation_invariant"),
-    ("histo", "rotation_invariant"), ("fundus", "ophthalmology"), ("oct", "ophthalmology"),
+    ("patholog", "rotation_invariant"),
+    ("microscop", "rotation_invariant"),
+    ("dermato", "rotation_invariant"),
+    ("histo", "rotation_invariant"),
+    ("fundus", "ophthalmology"),
+    ("oct", "ophthalmology"),
     ("retina", "ophthalmology"),
 )
 
@@ -68,12 +79,14 @@ def modality_preset(modality: str) -> str:
     return "radiology"
 
 
-def resolve_policy(dataset_name: str, modality: str, augment: Any,
-                   by_dataset: Mapping[str, Any] | None = None) -> tuple[AugmentPolicy, str]:
+def resolve_policy(
+    dataset_name: str, modality: str, augment: Any, by_dataset: Mapping[str, Any] | None = None
+) -> tuple[AugmentPolicy, str]:
     """The policy for one data set and a short description of where it came from."""
     choice, source = augment, "augment"
     hits = [k for k in (by_dataset or {}) if k == dataset_name or fnmatch.fnmatchcase(dataset_name, k)]
     if hits:
+        assert by_dataset is not None  # hits come from its keys
         key = max(hits, key=lambda k: (k == dataset_name, len(k)))
         choice, source = by_dataset[key], f"augment_by_dataset[{key!r}]"
     default = modality_preset(modality)
@@ -81,8 +94,10 @@ def resolve_policy(dataset_name: str, modality: str, augment: Any,
         return PRESETS[default], f"{default} (modality preset, {source})"
     if isinstance(choice, str):
         if choice not in PRESETS:
-            raise UserError(f"{source}: unknown augmentation preset {choice!r}; use one of {sorted(PRESETS)}, "
-                            "'default' or a table of fields")
+            raise UserError(
+                f"{source}: unknown augmentation preset {choice!r}; use one of {sorted(PRESETS)}, "
+                "'default' or a table of fields"
+            )
         return PRESETS[choice], f"{choice} ({source})"
     if isinstance(choice, Mapping):
         names = {f.name for f in fields(AugmentPolicy)}
@@ -92,7 +107,7 @@ def resolve_policy(dataset_name: str, modality: str, augment: Any,
         unknown = sorted(set(choice) - names - {"preset"})
         if unknown:
             raise UserError(f"{source}: unknown augmentation fields {unknown}; use {sorted(names)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in choice.items() if k != "preset"}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in choice.items() if k != "preset"}
         return replace(PRESETS[base_name], **values), f"{base_name} + {sorted(values)} ({source})"
     raise UserError(f"{source}: must be a preset name or a table, not {type(choice).__name__}")
 
@@ -101,8 +116,9 @@ def build_transform(policy: AugmentPolicy, size: int) -> v2.Transform | None:
     """The v2 pipeline for uint8 (3, size, size) tensors; ``None`` when the policy changes nothing."""
     steps: list[v2.Transform] = []
     if tuple(policy.crop_scale) != (1.0, 1.0) or tuple(policy.crop_ratio) != (1.0, 1.0):
-        steps.append(v2.RandomResizedCrop(size, scale=tuple(policy.crop_scale), ratio=tuple(policy.crop_ratio),
-                                          antialias=True))
+        steps.append(
+            v2.RandomResizedCrop(size, scale=tuple(policy.crop_scale), ratio=tuple(policy.crop_ratio), antialias=True)
+        )
     if policy.hflip > 0:
         steps.append(v2.RandomHorizontalFlip(policy.hflip))
     if policy.vflip > 0:

@@ -24,8 +24,11 @@ def mutable_state(model: TrainModel) -> dict[str, torch.Tensor]:
     """CPU copies of the trainable parameters and every buffer (BatchNorm statistics)."""
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     buffers = {name for name, _ in model.named_buffers()}
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()
-            if k in trainable or k in buffers}
+    return {
+        k: v.detach().to("cpu", copy=True).contiguous()
+        for k, v in model.state_dict().items()
+        if k in trainable or k in buffers
+    }
 
 
 def load_mutable_state(model: TrainModel, state: dict[str, torch.Tensor]) -> None:
@@ -48,12 +51,19 @@ def mutable_state_keys(model: TrainModel) -> list[str]:
 
 def capture_rng() -> dict[str, Any]:
     """Every RNG the loop may draw from, as tensors and plain Python values."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # the legacy global generator is an MT19937, whose state is this tuple
+    kind, keys, pos, has_gauss, gauss = np_state
     version, py_state, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -6,8 +6,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-def plot_curves(history: Sequence[dict[str, Any]], step_losses: Sequence[float], metric: str, path: Path,
-                title: str, best_epoch: int | None = None) -> Path:
+def plot_curves(
+    history: Sequence[dict[str, Any]],
+    step_losses: Sequence[float],
+    metric: str,
+    path: Path,
+    title: str,
+    best_epoch: int | None = None,
+) -> Path:
     """Write a two-panel figure to ``path`` (atomically) and return it."""
     import matplotlib
 
@@ -20,8 +26,9 @@ def plot_curves(history: Sequence[dict[str, Any]], step_losses: Sequence[float],
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
     if step_losses and epochs:
         per_epoch = len(step_losses) / max(1, len(epochs))
-        ax_loss.plot([(i + 1) / per_epoch for i in range(len(step_losses))], step_losses, color="0.75", lw=0.8,
-                     label="step")
+        ax_loss.plot(
+            [(i + 1) / per_epoch for i in range(len(step_losses))], step_losses, color="0.75", lw=0.8, label="step"
+        )
     ax_loss.plot(epochs, [h.get("train_loss") for h in history], "o-", color="C0", label="epoch mean")
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
     ax_loss.legend(frameon=False)

@@ -41,8 +41,7 @@ class TrainImages(TorchDataset):
     ``epoch == EVAL_EPOCH`` (or no transform) gives the plain preprocessed image.
     """
 
-    def __init__(self, images: ImageSource, preprocessing: Preprocessing, transform: Any = None,
-                 seed: int = 0) -> None:
+    def __init__(self, images: ImageSource, preprocessing: Preprocessing, transform: Any = None, seed: int = 0) -> None:
         self.images = images
         self.preprocessing = preprocessing
         self.transform = transform
@@ -104,7 +103,7 @@ def step_plan(order: np.ndarray, batch_size: int, accum_steps: int, info: DistIn
     """
     steps = []
     for start in range(0, len(order) - batch_size + 1, batch_size):
-        batch = order[start:start + batch_size]
+        batch = order[start : start + batch_size]
         steps.append([shard(micro, info) for micro in np.array_split(batch, accum_steps)])
     return steps
 

@@ -77,10 +77,10 @@ def shard(indices: Sequence[int] | np.ndarray, info: DistInfo) -> np.ndarray:
     Strided rather than contiguous, so shares differ in size by at most one and the union
     over ranks is exactly ``indices``.
     """
-    return np.asarray(indices)[info.rank::info.world_size]
+    return np.asarray(indices)[info.rank :: info.world_size]
 
 
-def gather_rows(indices: np.ndarray, rows: np.ndarray, total: int, info: DistInfo) -> np.ndarray:
+def gather_rank_rows(indices: np.ndarray, rows: np.ndarray, total: int, info: DistInfo) -> np.ndarray:
     """Collect every rank's ``rows`` (one per index) into one (total, ...) array on every rank."""
     if not info.enabled:
         out = np.empty((total, *rows.shape[1:]), dtype=rows.dtype)

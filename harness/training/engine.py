@@ -28,10 +28,18 @@ from torch.utils.data import DataLoader
 
 from ..device import autocast, pin_memory
 from ..selection import validation_score
-from .checkpoint import (capture_rng, load_checkpoint, load_mutable_state, load_weights, mutable_state,
-                         restore_rng, save_checkpoint, save_weights)
+from .checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    load_mutable_state,
+    load_weights,
+    mutable_state,
+    restore_rng,
+    save_checkpoint,
+    save_weights,
+)
 from .data import EVAL_EPOCH, MODEL_STREAM, TrainImages, balanced_weights, epoch_order, sample_seed, step_plan
-from .distributed import DistInfo, barrier, gather_rows, shard
+from .distributed import DistInfo, barrier, gather_rank_rows, shard
 from .model import TrainModel
 from .optim import make_optimizer, make_scheduler
 from .options import TrainOptions
@@ -76,8 +84,10 @@ class LoopState:
 
     def as_payload(self) -> dict[str, Any]:
         """Plain values for ``torch.save(weights_only)``."""
-        return {k: (v if not (isinstance(v, float) and math.isinf(v)) else None)
-                for k, v in copy.deepcopy(vars(self)).items()}
+        return {
+            k: (v if not (isinstance(v, float) and math.isinf(v)) else None)
+            for k, v in copy.deepcopy(vars(self)).items()
+        }
 
     @classmethod
     def from_payload(cls, data: dict[str, Any]) -> "LoopState":
@@ -103,9 +113,20 @@ class FitResult:
 class Trainer:
     """Fits one model; see the module docstring for the guarantees."""
 
-    def __init__(self, model: TrainModel, opts: TrainOptions, *, task: str, metric: str, device: torch.device,
-                 seed: int, dist: DistInfo, work_dir: Path | None = None, fingerprint: str = "",
-                 log: Callable[[str], None] = lambda message: None) -> None:
+    def __init__(
+        self,
+        model: TrainModel,
+        opts: TrainOptions,
+        *,
+        task: str,
+        metric: str,
+        device: torch.device,
+        seed: int,
+        dist: DistInfo,
+        work_dir: Path | None = None,
+        fingerprint: str = "",
+        log: Callable[[str], None] = lambda message: None,
+    ) -> None:
         self.model = model.to(device)
         self.opts = opts
         self.task, self.metric = task, metric
@@ -122,8 +143,10 @@ class Trainer:
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
                 self.model = model
             self.wrapped: torch.nn.Module = DistributedDataParallel(
-                model, device_ids=[device] if device.type == "cuda" else None,
-                find_unused_parameters=opts.ddp_find_unused)
+                model,
+                device_ids=[device] if device.type == "cuda" else None,
+                find_unused_parameters=opts.ddp_find_unused,
+            )
         else:
             self.wrapped = model
 
@@ -134,8 +157,10 @@ class Trainer:
         opts, n = self.opts, len(train.labels)
         batch = min(opts.batch_size, n)
         if batch < self.dist.world_size * opts.accum_steps:
-            raise ValueError(f"batch of {batch} cannot be split into {opts.accum_steps} micro-batches on "
-                             f"{self.dist.world_size} processes")
+            raise ValueError(
+                f"batch of {batch} cannot be split into {opts.accum_steps} micro-batches on "
+                f"{self.dist.world_size} processes"
+            )
         steps = n // batch
         self.optimizer = make_optimizer(self.model, opts)
         self.scheduler = make_scheduler(self.optimizer, opts, steps)
@@ -163,8 +188,11 @@ class Trainer:
                         raise
                     state = self._after_oom(state, epoch, batch, notes)
             state.step_losses += step_losses
-            entry: dict[str, Any] = {"epoch": epoch, "train_loss": loss,
-                                     "lr": max(g["lr"] for g in self.optimizer.param_groups)}
+            entry: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": loss,
+                "lr": max(g["lr"] for g in self.optimizer.param_groups),
+            }
             if not math.isfinite(loss):
                 state.nan_loss = True
             if epoch % opts.eval_every == 0 or epoch == opts.epochs or state.nan_loss:
@@ -185,25 +213,33 @@ class Trainer:
                 break
         if self.best_state is not None:
             load_mutable_state(self.model, self.best_state)
-        return FitResult(state, resumed_from, max(1, batch // state.accum_steps), steps,
-                         time.perf_counter() - start, notes)
+        return FitResult(
+            state, resumed_from, max(1, batch // state.accum_steps), steps, time.perf_counter() - start, notes
+        )
 
     @torch.no_grad()
     def predict(self, images: TrainImages) -> np.ndarray:
         """(N, C) probabilities, this rank's shard computed here and all shards gathered."""
         self.model.eval()  # the unwrapped model: DDP's forward would sync buffers on uneven shards
         mine = shard(np.arange(len(images)), self.dist)
-        loader = self._loader(images, [[(int(i), EVAL_EPOCH) for i in mine[s:s + self.opts.eval_batch_size]]
-                                       for s in range(0, len(mine), self.opts.eval_batch_size)])
+        loader = self._loader(
+            images,
+            [
+                [(int(i), EVAL_EPOCH) for i in mine[s : s + self.opts.eval_batch_size]]
+                for s in range(0, len(mine), self.opts.eval_batch_size)
+            ],
+        )
         rows, order = [], []
         for x, idx in loader:
             with autocast(self.device, self.opts.amp):
                 logits = self.model(self.normalize(x.to(self.device, non_blocking=True)))
             rows.append(self._scores(logits.float()).cpu().numpy())
             order.append(idx.numpy())
-        n_classes = self.model.head.fc.out_features
+        fc = self.model.head.fc
+        assert isinstance(fc, torch.nn.Linear)  # both heads (LinearHead, DeiTHead) end in a Linear fc
+        n_classes = fc.out_features
         local = np.concatenate(rows) if rows else np.zeros((0, n_classes), np.float32)
-        return gather_rows(np.concatenate(order) if order else np.zeros(0, int), local, len(images), self.dist)
+        return gather_rank_rows(np.concatenate(order) if order else np.zeros(0, int), local, len(images), self.dist)
 
     # ------------------------------------------------------------------ one epoch
     def _train_epoch(self, train: Labelled, epoch: int, batch: int, accum: int) -> tuple[float, list[float]]:
@@ -223,7 +259,12 @@ class Trainer:
             for m in range(len(micros)):
                 x, idx = next(batches)
                 last = m == len(micros) - 1
-                sync = contextlib.nullcontext() if last or not self.dist.enabled else self.wrapped.no_sync()
+                sync: contextlib.AbstractContextManager[Any]
+                if last or not self.dist.enabled:
+                    sync = contextlib.nullcontext()
+                else:
+                    assert isinstance(self.wrapped, DistributedDataParallel)  # distributed runs wrap in DDP
+                    sync = self.wrapped.no_sync()
                 with sync:
                     with autocast(self.device, self.opts.amp):
                         logits = self.wrapped(self.normalize(x.to(self.device, non_blocking=True)))
@@ -232,8 +273,9 @@ class Trainer:
                     (per_sample.sum() * (self.dist.world_size / batch)).backward()
                 step_sums[s] += float(per_sample.detach().sum())
             if self.opts.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
-                                               self.opts.grad_clip)
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in self.optimizer.param_groups for p in g["params"]], self.opts.grad_clip
+                )
             self.optimizer.step()
             self.scheduler.step()
         if self.dist.enabled:
@@ -258,8 +300,13 @@ class Trainer:
 
     def _loader(self, images: TrainImages, batches: list[list[tuple[int, int]]]) -> DataLoader:
         # an own generator: creating loader iterators must not draw from the global RNG
-        return DataLoader(images, batch_sampler=batches, num_workers=self.opts.num_workers,
-                          pin_memory=pin_memory(self.device), generator=torch.Generator())
+        return DataLoader(
+            images,
+            batch_sampler=batches,
+            num_workers=self.opts.num_workers,
+            pin_memory=pin_memory(self.device),
+            generator=torch.Generator(),
+        )
 
     # ------------------------------------------------------------------ memory
     def _can_retry(self, exc: RuntimeError, batch: int, accum: int) -> bool:
@@ -274,17 +321,25 @@ class Trainer:
         restored = self._restore(self._read_checkpoint())
         restored.accum_steps, restored.oom_retries = accum, state.oom_retries + 1
         restored.epoch = epoch
-        message = (f"out of memory in epoch {epoch}: micro-batch halved to {max(1, batch // accum)}, "
-                   f"gradient accumulation doubled to {accum}; epoch restarted from its checkpoint")
+        message = (
+            f"out of memory in epoch {epoch}: micro-batch halved to {max(1, batch // accum)}, "
+            f"gradient accumulation doubled to {accum}; epoch restarted from its checkpoint"
+        )
         notes.append(message)
         self.log(message)
         return restored
 
     # ------------------------------------------------------------------ checkpoints
     def _payload(self, state: LoopState) -> dict[str, Any]:
-        payload = {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "loop": state.as_payload(),
-                   "model": mutable_state(self.model), "optimizer": self.optimizer.state_dict(),
-                   "scheduler": self.scheduler.state_dict(), "rng": capture_rng()}
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
+            "loop": state.as_payload(),
+            "model": mutable_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": capture_rng(),
+        }
         if self.work_dir is None:
             # kept in memory: copy now, or later steps would change the restart point under us
             payload = _to_cpu(copy.deepcopy(payload))
@@ -338,11 +393,13 @@ class Trainer:
         name = f"best-epoch{epoch:04d}.safetensors"
         if self.dist.is_main:
             # a new name per epoch: the previous checkpoint still points at the previous file
+            assert self.best_state is not None  # set by fit just before it saves
             save_weights(self.work_dir / name, self.best_state, {"epoch": str(epoch), "fingerprint": self.fingerprint})
         barrier(self.dist)
         return name
 
     def _prune_best(self, keep: str | None) -> None:
+        assert self.work_dir is not None  # only checkpoints on disk have best files to prune
         for path in self.work_dir.glob("best-epoch*.safetensors"):
             if path.name != keep:
                 path.unlink(missing_ok=True)

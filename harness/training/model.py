@@ -10,8 +10,8 @@ from torch import nn
 
 from ..backbone import Backbone
 from .adapters import add_adapter
+from .classifier_heads import DeiTHead, LinearHead, find_deit_weights
 from .freezing import apply_freeze, count_parameters, keep_frozen_parts_in_eval
-from .heads import DeiTHead, LinearHead, find_deit_weights
 from .options import TrainOptions
 
 TOKEN_KINDS = ("patch_map", "spatial_map")
@@ -92,17 +92,27 @@ def build_model(backbone: Backbone, opts: TrainOptions, n_classes: int) -> tuple
     if opts.head == "deit":
         kind = next((k for k in TOKEN_KINDS if k in backbone.feature_dims), None)
         if kind is None:
-            raise ValueError(f"the DeiT head needs patch tokens or a feature map; this backbone offers "
-                             f"{sorted(backbone.feature_dims)}")
+            raise ValueError(
+                f"the DeiT head needs patch tokens or a feature map; this backbone offers "
+                f"{sorted(backbone.feature_dims)}"
+            )
         fmap = _probe(backbone, kind)
         dim, grid = int(fmap.shape[1]), (int(fmap.shape[2]), int(fmap.shape[3]))
-        head: nn.Module = DeiTHead(dim, n_classes, grid, opts.deit_size, opts.deit_depth, opts.drop_path,
-                                   opts.head_dropout)
+        deit_head = DeiTHead(dim, n_classes, grid, opts.deit_size, opts.deit_depth, opts.drop_path, opts.head_dropout)
+        head: nn.Module = deit_head
         state, init = find_deit_weights(opts.deit_size, opts.deit_weights)
-        copied = head.load_deit(state) if state is not None else []
-        head_info = {"type": "deit", "size": opts.deit_size, "depth": opts.deit_depth, "in_dim": dim,
-                     "grid": list(grid), "pretrained_blocks": init.pretrained, "init": init.source,
-                     "init_sha256": init.sha256, "copied_tensors": len(copied)}
+        copied = deit_head.load_deit(state) if state is not None else []
+        head_info = {
+            "type": "deit",
+            "size": opts.deit_size,
+            "depth": opts.deit_depth,
+            "in_dim": dim,
+            "grid": list(grid),
+            "pretrained_blocks": init.pretrained,
+            "init": init.source,
+            "init_sha256": init.sha256,
+            "copied_tensors": len(copied),
+        }
         if not init.pretrained:
             notes.append(f"DeiT head: {init.source}")
     else:
@@ -111,10 +121,12 @@ def build_model(backbone: Backbone, opts: TrainOptions, n_classes: int) -> tuple
         head = LinearHead(dim, n_classes, opts.head_dropout)
         head_info = {"type": "linear", "in_dim": dim}
     adapter = None
+    freeze: dict[str, object]
     if opts.freeze == "adapter":
         apply_freeze(backbone, "frozen")
-        adapter = add_adapter(backbone, opts.adapter, opts.lora_r, opts.lora_alpha, opts.lora_dropout,
-                              opts.lora_targets)
+        adapter = add_adapter(
+            backbone, opts.adapter, opts.lora_r, opts.lora_alpha, opts.lora_dropout, opts.lora_targets
+        )
         freeze = {"policy": "adapter"}
     else:
         freeze = apply_freeze(backbone, opts.freeze, opts.unfreeze_blocks)

@@ -48,8 +48,12 @@ def param_groups(model: TrainModel, opts: TrainOptions) -> list[dict[str, Any]]:
 
 def _add(groups: dict, key: tuple[str, int, bool], p: torch.nn.Parameter, lr: float, wd: float) -> None:
     if key not in groups:
-        groups[key] = {"params": [], "lr": lr, "weight_decay": 0.0 if key[2] else wd,
-                       "name": f"{key[0]}.layer{key[1]}{'.no_wd' if key[2] else ''}"}
+        groups[key] = {
+            "params": [],
+            "lr": lr,
+            "weight_decay": 0.0 if key[2] else wd,
+            "name": f"{key[0]}.layer{key[1]}{'.no_wd' if key[2] else ''}",
+        }
     groups[key]["params"].append(p)
 
 
@@ -63,17 +67,20 @@ def make_optimizer(model: TrainModel, opts: TrainOptions) -> torch.optim.AdamW:
 
 def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float):
     """The LR multiplier at optimiser step ``s``: linear warmup, then cosine down to ``min_ratio``."""
+
     def factor(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
             return (step + 1) / warmup_steps
         span = max(1, total_steps - warmup_steps)
         t = min(1.0, (step - warmup_steps) / span)
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
     return factor
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, opts: TrainOptions,
-                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, opts: TrainOptions, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step schedule over ``epochs * steps_per_epoch`` optimiser steps."""
     total = opts.epochs * steps_per_epoch
     warmup = min(total - 1, round(opts.warmup_epochs * steps_per_epoch)) if total > 1 else 0

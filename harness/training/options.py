@@ -83,11 +83,21 @@ class TrainOptions:
         need(self.freeze in FREEZE_POLICIES, f"freeze must be one of {FREEZE_POLICIES}, not {self.freeze!r}")
         need(self.head in HEADS, f"head must be one of {HEADS}, not {self.head!r}")
         need(self.adapter in ADAPTERS, f"adapter must be one of {ADAPTERS}, not {self.adapter!r}")
-        need(self.keep_checkpoints in KEEP_CHECKPOINTS,
-             f"keep_checkpoints must be one of {KEEP_CHECKPOINTS}, not {self.keep_checkpoints!r}")
+        need(
+            self.keep_checkpoints in KEEP_CHECKPOINTS,
+            f"keep_checkpoints must be one of {KEEP_CHECKPOINTS}, not {self.keep_checkpoints!r}",
+        )
         need(self.deit_size in ("small", "base"), f"deit_size must be 'small' or 'base', not {self.deit_size!r}")
-        for name in ("epochs", "batch_size", "accum_steps", "eval_batch_size", "patience", "eval_every",
-                     "deit_depth", "lora_r"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "accum_steps",
+            "eval_batch_size",
+            "patience",
+            "eval_every",
+            "deit_depth",
+            "lora_r",
+        ):
             need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"{name} must be an integer >= 1")
         need(self.unfreeze_blocks >= 0, "unfreeze_blocks must be >= 0")
         need(self.lr > 0, "lr must be positive")
@@ -109,3 +119,14 @@ def protocol_defaults(**overrides: Any) -> dict[str, Any]:
         raise ValueError(f"unknown training options {sorted(unknown)}")
     base.update(overrides)
     return base
+
+
+def training_options_check(protocol: str, fixed: Mapping[str, Any] | None = None):
+    """A training protocol's ``ProtocolSpec.validate``: every option checked as the engine will
+    check it (choices, ranges, combinations), with the scenario's ``fixed`` part (freezing policy,
+    head) applied, before any cell runs instead of inside one."""
+
+    def validate(options: Mapping[str, Any]) -> None:
+        TrainOptions.from_mapping({**options, **(fixed or {})}, f"protocol {protocol!r}")
+
+    return validate

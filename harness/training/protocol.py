@@ -26,12 +26,7 @@ ENGINE_VERSION = "1"
 MAX_STEP_POINTS = 1000
 
 
-def scenario_runner(name: str, fixed: Mapping[str, Any]):
-    """A protocol's ``run(ctx)``: the shared engine with the scenario's fixed freezing policy and head."""
-    def run(ctx: Context) -> ProtocolOutput:
-        return run_training(ctx, fixed)
-    run.__doc__ = f"Train the {name} scenario with the shared engine."
-    return run
+from .scenario import scenario_runner  # noqa: E402,F401  (its old home)
 
 
 def run_training(ctx: Context, fixed: Mapping[str, Any] | None = None) -> ProtocolOutput:
@@ -55,13 +50,29 @@ def run_training(ctx: Context, fixed: Mapping[str, Any] | None = None) -> Protoc
         raise UserError(f"protocol {name!r} on backbone {ctx.backbone_spec.name!r}: {exc}") from None
     frozen_before = frozen_state_digest(model)
     train, val, test, policy = _data(ctx, opts, backbone.preprocessing)
-    fingerprint = sha256_json({
-        "engine": ENGINE_VERSION, "protocol": [name, ctx.protocol_spec.version], "options": opts.as_dict(),
-        "backbone": [ctx.backbone_spec.name, backbone.weights_sha256, initial_digest],
-        "dataset": [ctx.dataset_spec.name, ctx.dataset.fingerprint, len(train.labels)],
-        "seed": ctx.seed, "world_size": dist.world_size})
-    trainer = Trainer(model, opts, task=ctx.task, metric=metric, device=device, seed=ctx.seed, dist=dist,
-                      work_dir=ctx.work_dir, fingerprint=fingerprint, log=ctx.log)
+    fingerprint = sha256_json(
+        {
+            "engine": ENGINE_VERSION,
+            "protocol": [name, ctx.protocol_spec.version],
+            "options": opts.as_dict(),
+            "backbone": [ctx.backbone_spec.name, backbone.weights_sha256, initial_digest],
+            "dataset": [ctx.dataset_spec.name, ctx.dataset.fingerprint, len(train.labels)],
+            "seed": ctx.seed,
+            "world_size": dist.world_size,
+        }
+    )
+    trainer = Trainer(
+        model,
+        opts,
+        task=ctx.task,
+        metric=metric,
+        device=device,
+        seed=ctx.seed,
+        dist=dist,
+        work_dir=ctx.work_dir,
+        fingerprint=fingerprint,
+        log=ctx.log,
+    )
     with ctx.timer("fit"):
         fit = trainer.fit(train, val)
     with ctx.timer("predict"):
@@ -70,41 +81,68 @@ def run_training(ctx: Context, fixed: Mapping[str, Any] | None = None) -> Protoc
     frozen_after = frozen_state_digest(model)
     extra: dict[str, Any] = {
         "engine_version": ENGINE_VERSION,
-        "trainable_params": built.trainable_params, "total_params": built.total_params,
+        "trainable_params": built.trainable_params,
+        "total_params": built.total_params,
         "backbone_trainable_params": built.backbone_trainable_params,
-        "feature_kind": built.feature_kind, "head": built.head, "freeze": built.freeze, "adapter": built.adapter,
-        "augmentation": policy, "train_samples": int(len(train.labels)),
-        "epochs_run": state.epoch, "best_epoch": state.best_epoch,
+        "feature_kind": built.feature_kind,
+        "head": built.head,
+        "freeze": built.freeze,
+        "adapter": built.adapter,
+        "augmentation": policy,
+        "train_samples": int(len(train.labels)),
+        "epochs_run": state.epoch,
+        "best_epoch": state.best_epoch,
         "stopped_early": bool(state.stopped_early and state.epoch < opts.epochs),
         "resumed_from_epoch": fit.resumed_from,
-        "memory": {"batch_size": min(opts.batch_size, len(train.labels)), "micro_batch": fit.micro_batch,
-                   "accum_steps": state.accum_steps, "oom_retries": state.oom_retries},
-        "world_size": dist.world_size, "steps_per_epoch": fit.steps_per_epoch,
+        "memory": {
+            "batch_size": min(opts.batch_size, len(train.labels)),
+            "micro_batch": fit.micro_batch,
+            "accum_steps": state.accum_steps,
+            "oom_retries": state.oom_retries,
+        },
+        "world_size": dist.world_size,
+        "steps_per_epoch": fit.steps_per_epoch,
         "backbone_digest": initial_digest,
         "frozen_digest": {"before": frozen_before, "after": frozen_after, "unchanged": frozen_before == frozen_after},
-        "curves": _curves(state.history, state.step_losses, metric), "notes": built.notes + fit.notes,
+        "curves": _curves(state.history, state.step_losses, metric),
+        "notes": built.notes + fit.notes,
     }
     png = ctx.artifact_path(".curves.png")
     if png is not None and opts.curves_png and dist.is_main and state.history:
-        plot_curves(state.history, state.step_losses, metric, png,
-                    f"{ctx.backbone_spec.name} × {ctx.dataset_spec.name} × {name}", state.best_epoch)
+        plot_curves(
+            state.history,
+            state.step_losses,
+            metric,
+            png,
+            f"{ctx.backbone_spec.name} × {ctx.dataset_spec.name} × {name}",
+            state.best_epoch,
+        )
         extra["curves_png"] = png.name
     if ctx.work_dir is not None and dist.is_main:
-        _tidy(ctx.work_dir, opts.keep_checkpoints)
+        work_dir, keep = ctx.work_dir, opts.keep_checkpoints
+        ctx.when_recorded(lambda: _tidy(work_dir, keep))  # not before: a kill now must not lose the training
     test_split = ctx.split("test")
+    assert test_split.ids is not None  # Split.__post_init__ names every sample
     return ProtocolOutput(
-        ids=test_split.ids, scores=scores,
-        selected={"epoch": state.best_epoch,
-                  "val_" + metric: state.best_score if np.isfinite(state.best_score) else None},
-        extra=extra, flags=["nan_loss"] if state.nan_loss else [])
+        ids=test_split.ids,
+        scores=scores,
+        selected={
+            "epoch": state.best_epoch,
+            "val_" + metric: state.best_score if np.isfinite(state.best_score) else None,
+        },
+        extra=extra,
+        flags=["nan_loss"] if state.nan_loss else [],
+    )
 
 
 def _options(ctx: Context, fixed: dict[str, Any]) -> TrainOptions:
     name = ctx.protocol_spec.name
     clash = {k: ctx.options[k] for k in fixed if k in ctx.options and ctx.options[k] != fixed[k]}
     if clash:
-        raise UserError(f"protocol {name!r} is defined by {fixed}; options {clash} contradict it: "
-                        "use the protocol that trains that way instead")
+        raise UserError(
+            f"protocol {name!r} is defined by {fixed}; options {clash} contradict it: "
+            "use the protocol that trains that way instead"
+        )
     return TrainOptions.from_mapping({**ctx.options, **fixed}, where=f"protocol {name!r}")
 
 
@@ -114,9 +152,11 @@ def _data(ctx: Context, opts: TrainOptions, prep: Preprocessing) -> tuple[Labell
     images, labels = train_split.images, np.asarray(train_split.labels)
     if opts.max_train_samples and opts.max_train_samples < len(labels):
         keep = stratified_subset(ctx.task, labels, opts.max_train_samples, ctx.seed)
-        images, labels = Subset(images, keep), labels[keep]
-    policy, source = resolve_policy(ctx.dataset_spec.name, ctx.dataset_spec.modality, opts.augment,
-                                    opts.augment_by_dataset)
+        # torch annotates indices as Sequence[int]; Subset only indexes them, and an index array does that
+        images, labels = Subset(images, keep), labels[keep]  # type: ignore[arg-type]
+    policy, source = resolve_policy(
+        ctx.dataset_spec.name, ctx.dataset_spec.modality, opts.augment, opts.augment_by_dataset
+    )
     train = Labelled(TrainImages(images, prep, build_transform(policy, prep.size), ctx.seed), labels)
     val = Labelled(TrainImages(val_split.images, prep), np.asarray(val_split.labels))
     return train, val, TrainImages(test_split.images, prep), {"policy": policy.as_dict(), "source": source}
@@ -124,9 +164,13 @@ def _data(ctx: Context, opts: TrainOptions, prep: Preprocessing) -> tuple[Labell
 
 def _curves(history: list[dict[str, Any]], step_losses: list[float], metric: str) -> dict[str, list]:
     key = "val_" + metric
-    return {"epoch": [h["epoch"] for h in history], "train_loss": [h["train_loss"] for h in history],
-            key: [h.get(key) for h in history], "lr": [h["lr"] for h in history],
-            "step_loss": _thin(step_losses, MAX_STEP_POINTS)}
+    return {
+        "epoch": [h["epoch"] for h in history],
+        "train_loss": [h["train_loss"] for h in history],
+        key: [h.get(key) for h in history],
+        "lr": [h["lr"] for h in history],
+        "step_loss": _thin(step_losses, MAX_STEP_POINTS),
+    }
 
 
 def _tidy(work_dir, keep: str) -> None:

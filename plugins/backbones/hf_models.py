@@ -21,17 +21,32 @@ import inspect
 import json
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-from torch import nn
+from medfm.backbones import (
+    Backbone,
+    BackboneFamily,
+    BackboneSpec,
+    Preprocessing,
+    UserError,
+    attention_linear_suffixes,
+    check_options,
+    common_options,
+    guess_objective,
+    hf_cached_sha,
+    hookimpl,
+    longest_block_list,
+    offline_error,
+    sha256_file_memo,
+    short_reason,
+)
+from medfm.datasets import sha256_json
 
-from medfm import Backbone, BackboneFamily, BackboneSpec, Preprocessing, UserError, hookimpl
-from medfm.io import sha256_file_memo, sha256_json
-from medfm.weights import short_reason
-
-from ._common import (attention_linear_suffixes, check_options, guess_objective, hf_cached_sha,
-                      longest_block_list, offline_error)
+# torch and transformers are imported inside the functions that build or run a model: listing
+# the registry imports this module and must not import them (their import takes seconds).
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 CITATION = "Wolf, T. et al. Transformers: State-of-the-Art Natural Language Processing. EMNLP 2020 (demos)"
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
@@ -50,16 +65,26 @@ def _size_of(value: Any) -> int | None:
     return None
 
 
-def preprocessing_from_hf(cfg: dict[str, Any] | None, fallback: Preprocessing,
-                          size: int | None = None) -> Preprocessing:
+def preprocessing_from_hf(
+    cfg: dict[str, Any] | None, fallback: Preprocessing, size: int | None = None
+) -> Preprocessing:
     """A ``preprocessor_config.json`` to medfm's preprocessing; ``size`` wins when given."""
     if not cfg:
         return fallback if size is None else fallback.with_options(size=size)
     native = _size_of(cfg.get("crop_size")) if cfg.get("do_center_crop") else None
     native = native or _size_of(cfg.get("size")) or fallback.size
     mean, std = cfg.get("image_mean", fallback.mean), cfg.get("image_std", fallback.std)
-    return Preprocessing(size=size or native, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),
-                         interpolation=_RESAMPLE.get(cfg.get("resample"), fallback.interpolation))
+    r, g, b = (float(v) for v in mean)
+    sr, sg, sb = (float(v) for v in std)
+    resample = cfg.get("resample")
+    return Preprocessing(
+        size=size or native,
+        mean=(r, g, b),
+        std=(sr, sg, sb),
+        interpolation=_RESAMPLE.get(resample, fallback.interpolation)
+        if isinstance(resample, int)
+        else fallback.interpolation,
+    )
 
 
 def _read_json(path: Path | str | None) -> dict[str, Any] | None:
@@ -91,8 +116,13 @@ def _patch_size(model: nn.Module) -> int | None:
 
 def _final_norm(model: nn.Module) -> nn.Module | None:
     """The model's last LayerNorm outside its block list (``post_layernorm``, ``layernorm``...)."""
-    found = {name: m for name, m in model.named_modules()
-             if isinstance(m, nn.LayerNorm) and not any(p.isdigit() for p in name.split("."))}
+    from torch import nn
+
+    found = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.LayerNorm) and not any(p.isdigit() for p in name.split("."))
+    }
     for wanted in _NORM_NAMES:
         hits = sorted((n for n in found if n.split(".")[-1] == wanted), key=lambda n: n.count("."))
         if hits:
@@ -103,8 +133,14 @@ def _final_norm(model: nn.Module) -> nn.Module | None:
 class HFBackbone(Backbone):
     """A transformers image model (or a vision-language model's image tower)."""
 
-    def __init__(self, model: nn.Module, preprocessing: Preprocessing, sha: str | None, source: str,
-                 layout: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        preprocessing: Preprocessing,
+        sha: str | None,
+        source: str,
+        layout: dict[str, Any] | None = None,
+    ) -> None:
         self.module = model
         self.preprocessing = preprocessing
         self.weights_sha256, self.weights_source = sha, source
@@ -123,6 +159,8 @@ class HFBackbone(Backbone):
 
     def _probe(self) -> dict[str, Any]:
         """One forward pass at the input size: token or map layout, class token, normalisation."""
+        import torch
+
         size = self.preprocessing.size
         param = next(self.module.parameters())
         x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(param)
@@ -174,6 +212,8 @@ class HFBackbone(Backbone):
 
     def features(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         """One forward pass (with hidden states only when ``last4_cls`` is asked for)."""
+        import torch
+
         out = self._forward(images, hidden="last4_cls" in kinds)
         lhs, layout = out.last_hidden_state, self.layout
         result: dict[str, torch.Tensor] = {}
@@ -184,7 +224,7 @@ class HFBackbone(Backbone):
                 if kind in ("gap", "spatial_map"):
                     result[kind] = lhs.mean((2, 3)) if kind == "gap" else lhs
             return result
-        tokens = self._norm(lhs) if layout["mode"] == "prenorm" else lhs
+        tokens = self._norm(lhs) if layout["mode"] == "prenorm" and self._norm is not None else lhs
         prefix = layout["prefix"] or 0
         patches = tokens[:, prefix:]
         for kind in kinds:
@@ -195,7 +235,10 @@ class HFBackbone(Backbone):
             elif kind == "cls_mean_patch":
                 result[kind] = torch.cat([tokens[:, 0], patches.mean(1)], dim=-1)
             elif kind == "patch_map":
-                h, w = images.shape[-2] // _patch_size(self.module), images.shape[-1] // _patch_size(self.module)
+                patch = _patch_size(self.module)
+                if patch is None:
+                    raise NotImplementedError(f"{type(self.module).__name__} has no patch size for a patch map")
+                h, w = images.shape[-2] // patch, images.shape[-1] // patch
                 result[kind] = patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[2], h, w)
             elif kind == "last4_cls":
                 result[kind] = torch.cat([self._normed(h)[:, 0] for h in out.hidden_states[-4:]], dim=-1)
@@ -217,14 +260,18 @@ def snapshot_folder(weights: str, backbone: str) -> Path:
     path = Path(weights).expanduser()
     folder = path.parent if path.is_file() else path
     if not (folder / "config.json").is_file():
-        raise UserError(f"backbone {backbone!r}: weights {path} is not a Hugging Face model folder "
-                        "(config.json, model.safetensors, preprocessor_config.json); download the repository "
-                        "with `huggingface-cli download <repo id> --local-dir DIR` and set `weights = \"DIR\"`")
+        raise UserError(
+            f"backbone {backbone!r}: weights {path} is not a Hugging Face model folder "
+            "(config.json, model.safetensors, preprocessor_config.json); download the repository "
+            'with `huggingface-cli download <repo id> --local-dir DIR` and set `weights = "DIR"`'
+        )
     return folder
 
 
 def _image_tower(model: nn.Module) -> nn.Module:
     """The image tower of vision-language models; the model itself otherwise."""
+    from torch import nn
+
     tower = getattr(model, "vision_model", None)
     return tower if isinstance(tower, nn.Module) else model
 
@@ -232,6 +279,7 @@ def _image_tower(model: nn.Module) -> nn.Module:
 def load_hf(spec: BackboneSpec, repo: str, options: dict[str, Any]) -> HFBackbone:
     """``AutoModel`` from a local snapshot folder, the hub, or (``pretrained = false``) its config."""
     check_options(spec, options)
+    import torch
     from transformers import AutoConfig, AutoModel
 
     weights, pretrained = options.get("weights"), options.get("pretrained", True)
@@ -254,11 +302,16 @@ def load_hf(spec: BackboneSpec, repo: str, options: dict[str, Any]) -> HFBackbon
         raise
     except (OSError, ValueError, RuntimeError) as exc:
         if weights:
-            raise UserError(f"backbone {spec.name!r}: cannot load {weights}: {type(exc).__name__}: "
-                            f"{short_reason(exc, 200)}") from None
-        raise offline_error(spec.name, f"the Hugging Face hub ({repo})", exc,
-                            f"the repository {repo} (`huggingface-cli download {repo} --local-dir DIR`)",
-                            "DIR") from None
+            raise UserError(
+                f"backbone {spec.name!r}: cannot load {weights}: {type(exc).__name__}: {short_reason(exc, 200)}"
+            ) from None
+        raise offline_error(
+            spec.name,
+            f"the Hugging Face hub ({repo})",
+            exc,
+            f"the repository {repo} (`huggingface-cli download {repo} --local-dir DIR`)",
+            "DIR",
+        ) from None
     fallback = Preprocessing(size=spec.input_size, mean=spec.mean, std=spec.std, interpolation=spec.interpolation)
     prep = preprocessing_from_hf(prep_cfg, fallback, spec.input_size if "@" in spec.name else None)
     return HFBackbone(_image_tower(model).eval(), prep, sha, source)
@@ -283,19 +336,37 @@ def resolve_member(repo: str) -> BackboneSpec:
         return load_hf(spec, repo, options)
 
     return BackboneSpec(
-        name=f"hf/{repo}", load=load, family="hf", params=None, input_size=prep.size, mean=prep.mean,
-        std=prep.std, interpolation=prep.interpolation, pretraining=f"see https://huggingface.co/{repo}",
-        objective=guess_objective(repo), license="see the model card", citation=f"https://huggingface.co/{repo}",
-        revision="hf:main", feature_kinds=(),
-        description=f"transformers AutoModel {repo} (image tower); preprocessing from its preprocessor_config.json")
+        name=f"hf/{repo}",
+        load=load,
+        family="hf",
+        params=None,
+        input_size=prep.size,
+        mean=prep.mean,
+        std=prep.std,
+        interpolation=prep.interpolation,
+        pretraining=f"see https://huggingface.co/{repo}",
+        objective=guess_objective(repo),
+        license="see the model card",
+        citation=f"https://huggingface.co/{repo}",
+        revision="hf:main",
+        feature_kinds=(),
+        description=f"transformers AutoModel {repo} (image tower); preprocessing from its preprocessor_config.json",
+        options=common_options(),
+    )
 
 
 @hookimpl
 def register_backbones(register):
     """The Hugging Face transformers family."""
-    register(BackboneFamily(
-        "hf/", resolve_member, candidates=None,
-        description="Any transformers image backbone by repository id, through AutoModel "
-                    "(hub, or a local snapshot folder as `weights`).",
-        examples=("hf/facebook/dinov2-base", "hf/google/vit-base-patch16-224-in21k"), license="per model",
-        citation=CITATION))
+    register(
+        BackboneFamily(
+            "hf/",
+            resolve_member,
+            candidates=None,
+            description="Any transformers image backbone by repository id, through AutoModel "
+            "(hub, or a local snapshot folder as `weights`).",
+            examples=("hf/facebook/dinov2-base", "hf/google/vit-base-patch16-224-in21k"),
+            license="per model",
+            citation=CITATION,
+        )
+    )

@@ -18,19 +18,35 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-import torch
-from torch import nn
+from medfm.backbones import (
+    Backbone,
+    BackboneFamily,
+    BackboneSpec,
+    Preprocessing,
+    UserError,
+    check_options,
+    common_options,
+    hf_cached_sha,
+    hookimpl,
+    offline_error,
+    resolve_weights_path,
+    sha256_file_memo,
+    short_reason,
+    spec_preprocessing,
+)
 
-from medfm import Backbone, BackboneFamily, BackboneSpec, Preprocessing, UserError, hookimpl
-from medfm.io import sha256_file_memo
-from medfm.weights import resolve_weights_path, short_reason
+# torch and open_clip are imported inside the functions that build or run a tower: listing the
+# registry imports this module and must not import them (their import takes seconds).
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-from ._common import check_options, hf_cached_sha, offline_error, spec_preprocessing
-
-OPENCLIP_CITATION = ("Cherti, M. et al. Reproducible scaling laws for contrastive language-image learning. "
-                     "CVPR 2023; Ilharco, G. et al. OpenCLIP. doi:10.5281/zenodo.5143773")
+OPENCLIP_CITATION = (
+    "Cherti, M. et al. Reproducible scaling laws for contrastive language-image learning. "
+    "CVPR 2023; Ilharco, G. et al. OpenCLIP. doi:10.5281/zenodo.5143773"
+)
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 TOKEN_KINDS = ("cls", "mean_patch", "cls_mean_patch", "last4_cls", "patch_map", "pooled")
@@ -57,10 +73,12 @@ def _quiet_random_init() -> Iterator[None]:
         root.setLevel(level)
 
 
-def build_visual(arch: str, tag: str | None, size: int, weights: str | None, pretrained: bool,
-                 backbone: str) -> tuple[nn.Module, str | None, str]:
+def build_visual(
+    arch: str, tag: str | None, size: int, weights: str | None, pretrained: bool, backbone: str
+) -> tuple[nn.Module, str | None, str]:
     """OpenCLIP's image tower at ``size`` px; returns (tower, weights sha256, source)."""
     import open_clip
+    import torch
 
     native = int(open_clip.get_model_config(arch)["vision_cfg"]["image_size"])
     cfg = open_clip.get_pretrained_cfg(arch, tag) if tag else {}
@@ -79,8 +97,10 @@ def build_visual(arch: str, tag: str | None, size: int, weights: str | None, pre
             sha, source = sha256_file_memo(path), f"local file {path}"
         elif pretrained:
             if not tag:
-                raise UserError(f"backbone {backbone!r} names no pretrained tag: use "
-                                f"open_clip/{arch}:<tag>, or set `weights` to a local OpenCLIP checkpoint")
+                raise UserError(
+                    f"backbone {backbone!r} names no pretrained tag: use "
+                    f"open_clip/{arch}:<tag>, or set `weights` to a local OpenCLIP checkpoint"
+                )
             model = open_clip.create_model(arch, pretrained=tag, require_pretrained=True, **kwargs)
             hub = str(cfg.get("hf_hub", "")).rstrip("/")
             sha = hf_cached_sha(hub, ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")) if hub else None
@@ -92,12 +112,18 @@ def build_visual(arch: str, tag: str | None, size: int, weights: str | None, pre
         raise
     except (OSError, RuntimeError, ValueError) as exc:
         if weights:
-            raise UserError(f"backbone {backbone!r}: cannot load OpenCLIP weights {weights}: "
-                            f"{type(exc).__name__}: {short_reason(exc, 200)}") from None
+            raise UserError(
+                f"backbone {backbone!r}: cannot load OpenCLIP weights {weights}: "
+                f"{type(exc).__name__}: {short_reason(exc, 200)}"
+            ) from None
         where = str(cfg.get("hf_hub", "")).rstrip("/") or cfg.get("url") or tag
-        raise offline_error(backbone, f"OpenCLIP ({arch}:{tag}, {where})", exc,
-                            "the tag's open_clip_model.safetensors (or open_clip_pytorch_model.bin)",
-                            "/path/to/open_clip_model.safetensors") from None
+        raise offline_error(
+            backbone,
+            f"OpenCLIP ({arch}:{tag}, {where})",
+            exc,
+            "the tag's open_clip_model.safetensors (or open_clip_pytorch_model.bin)",
+            "/path/to/open_clip_model.safetensors",
+        ) from None
     visual = model.visual
     del model  # the text tower is not needed
     return visual, sha, source
@@ -105,8 +131,12 @@ def build_visual(arch: str, tag: str | None, size: int, weights: str | None, pre
 
 def _is_plain_vit(visual: nn.Module) -> bool:
     """An OpenCLIP ViT whose tokens are ``ln_post``-normalised with a class token first."""
-    return (type(visual).__name__ == "VisionTransformer" and getattr(visual, "attn_pool", None) is None
-            and not getattr(visual, "final_ln_after_pool", False) and hasattr(visual, "class_embedding"))
+    return (
+        type(visual).__name__ == "VisionTransformer"
+        and getattr(visual, "attn_pool", None) is None
+        and not getattr(visual, "final_ln_after_pool", False)
+        and hasattr(visual, "class_embedding")
+    )
 
 
 class OpenClipBackbone(Backbone):
@@ -117,12 +147,18 @@ class OpenClipBackbone(Backbone):
         self.preprocessing = preprocessing
         self.weights_sha256, self.weights_source = sha, source
         self.tokens = _is_plain_vit(visual)
+        tower: Any = visual  # OpenCLIP's attributes (transformer.width, resblocks) are not typed
         out_dim = int(getattr(visual, "output_dim", 0) or 0)
         if self.tokens:
-            width = int(visual.transformer.width)
-            self.feature_dims = {"cls": width, "mean_patch": width, "cls_mean_patch": 2 * width,
-                                 "patch_map": width, "pooled": out_dim or width}
-            if len(visual.transformer.resblocks) >= 4:
+            width = int(tower.transformer.width)
+            self.feature_dims = {
+                "cls": width,
+                "mean_patch": width,
+                "cls_mean_patch": 2 * width,
+                "patch_map": width,
+                "pooled": out_dim or width,
+            }
+            if len(tower.transformer.resblocks) >= 4:
                 self.feature_dims["last4_cls"] = 4 * width
             self.default_kind = "cls"
             # torch's nn.MultiheadAttention: fused in_proj_weight + out_proj (peft's LoRA wraps it whole)
@@ -140,12 +176,15 @@ class OpenClipBackbone(Backbone):
 
     def features(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         """One forward pass through OpenCLIP's ``forward_intermediates`` (tokens after ``ln_post``)."""
-        v = self.module
+        import torch
+
+        v: Any = self.module  # forward_intermediates is OpenCLIP's, not nn.Module's
         if not self.tokens:
             return {"pooled": v(images)} if "pooled" in kinds else {}
         depth = 4 if "last4_cls" in kinds else 1
-        res = v.forward_intermediates(images, indices=depth, normalize_intermediates=True, output_fmt="NCHW",
-                                      output_extra_tokens=True)
+        res = v.forward_intermediates(
+            images, indices=depth, normalize_intermediates=True, output_fmt="NCHW", output_extra_tokens=True
+        )
         fmap, cls = res["image_intermediates"][-1], res["image_intermediates_prefix"][-1][:, 0]
         out: dict[str, torch.Tensor] = {}
         for kind in kinds:
@@ -167,9 +206,11 @@ class OpenClipBackbone(Backbone):
 def _loader(arch: str, tag: str | None):
     def load(spec: BackboneSpec, **options: Any) -> OpenClipBackbone:
         check_options(spec, options)
-        visual, sha, source = build_visual(arch, tag, spec.input_size, options.get("weights"),
-                                           options.get("pretrained", True), spec.name)
+        visual, sha, source = build_visual(
+            arch, tag, spec.input_size, options.get("weights"), options.get("pretrained", True), spec.name
+        )
         return OpenClipBackbone(visual.eval(), spec_preprocessing(spec), sha, source)
+
     return load
 
 
@@ -178,11 +219,24 @@ def named_spec(name: str) -> BackboneSpec:
     arch, tag, params, width, mean, std = NAMED[name]
     size = "B/16" if "B-16" in arch else "L/14"
     return BackboneSpec(
-        name=name, load=_loader(arch, tag), family="open_clip", params=params, embed_dim=width, input_size=224,
-        mean=mean, std=std, interpolation="bicubic", pretraining="LAION-2B (2.3B English image-text pairs)",
-        objective="vision-language", license="MIT", citation=OPENCLIP_CITATION, revision=f"open_clip:{arch}:{tag}",
+        name=name,
+        load=_loader(arch, tag),
+        family="open_clip",
+        params=params,
+        embed_dim=width,
+        input_size=224,
+        mean=mean,
+        std=std,
+        interpolation="bicubic",
+        pretraining="LAION-2B (2.3B English image-text pairs)",
+        objective="vision-language",
+        license="MIT",
+        citation=OPENCLIP_CITATION,
+        revision=f"open_clip:{arch}:{tag}",
         feature_kinds=TOKEN_KINDS,
-        description=f"OpenCLIP ViT-{size} image tower, {tag} (options: weights, pretrained)")
+        description=f"OpenCLIP ViT-{size} image tower, {tag} (options: weights, pretrained)",
+        options=common_options(),
+    )
 
 
 def resolve_member(suffix: str) -> BackboneSpec:
@@ -195,19 +249,32 @@ def resolve_member(suffix: str) -> BackboneSpec:
     if arch not in open_clip.list_models():
         raise KeyError(f"OpenCLIP has no architecture {arch!r}")
     if tag and tag not in open_clip.list_pretrained_tags_by_model(arch):
-        raise KeyError(f"OpenCLIP has no pretrained tag {tag!r} for {arch}; "
-                       f"it has {', '.join(open_clip.list_pretrained_tags_by_model(arch)) or 'none'}")
+        raise KeyError(
+            f"OpenCLIP has no pretrained tag {tag!r} for {arch}; "
+            f"it has {', '.join(open_clip.list_pretrained_tags_by_model(arch)) or 'none'}"
+        )
     cfg = open_clip.get_pretrained_cfg(arch, tag) if tag else {}
     size = open_clip.get_model_config(arch)["vision_cfg"]["image_size"]
     size = int(size[0] if isinstance(size, (list, tuple)) else size)
     interpolation = cfg.get("interpolation", "bicubic")
     return BackboneSpec(
-        name=f"open_clip/{suffix}", load=_loader(arch, tag or None), family="open_clip", params=None,
-        input_size=size, mean=tuple(cfg.get("mean", OPENAI_MEAN)), std=tuple(cfg.get("std", OPENAI_STD)),
+        name=f"open_clip/{suffix}",
+        load=_loader(arch, tag or None),
+        family="open_clip",
+        params=None,
+        input_size=size,
+        mean=tuple(cfg.get("mean", OPENAI_MEAN)),
+        std=tuple(cfg.get("std", OPENAI_STD)),
         interpolation=interpolation if interpolation in ("bicubic", "bilinear", "nearest") else "bicubic",
-        pretraining=tag or "local weights", objective="vision-language", license="see the model card",
-        citation=OPENCLIP_CITATION, revision=f"open_clip:{arch}:{tag}", feature_kinds=(),
-        description=f"OpenCLIP {arch} image tower" + (f", {tag}" if tag else ", local weights only"))
+        pretraining=tag or "local weights",
+        objective="vision-language",
+        license="see the model card",
+        citation=OPENCLIP_CITATION,
+        revision=f"open_clip:{arch}:{tag}",
+        feature_kinds=(),
+        description=f"OpenCLIP {arch} image tower" + (f", {tag}" if tag else ", local weights only"),
+        options=common_options(),
+    )
 
 
 def _candidates() -> list[str]:
@@ -221,8 +288,14 @@ def register_backbones(register):
     """The OpenCLIP family and the studies' two OpenCLIP models."""
     for name in NAMED:
         register(named_spec(name))
-    register(BackboneFamily(
-        "open_clip/", resolve_member, candidates=_candidates,
-        description="Any OpenCLIP image tower, `<architecture>:<pretrained tag>` (hub, or a local `weights` file).",
-        examples=("open_clip/ViT-B-16:laion2b_s34b_b88k", "open_clip/ViT-B-32:openai"), license="per model",
-        citation=OPENCLIP_CITATION))
+    register(
+        BackboneFamily(
+            "open_clip/",
+            resolve_member,
+            candidates=_candidates,
+            description="Any OpenCLIP image tower, `<architecture>:<pretrained tag>` (hub, or a local `weights` file).",
+            examples=("open_clip/ViT-B-16:laion2b_s34b_b88k", "open_clip/ViT-B-32:openai"),
+            license="per model",
+            citation=OPENCLIP_CITATION,
+        )
+    )

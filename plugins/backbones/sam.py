@@ -18,18 +18,27 @@ position embeddings shrink by 3.0M to 86,624,512 in all.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-import torch.nn.functional as F
-from timm.layers import resample_abs_pos_embed_nhwc
-from torch import nn
+from medfm.backbones import (
+    Backbone,
+    BackboneSpec,
+    Preprocessing,
+    UserError,
+    check_options,
+    common_options,
+    hookimpl,
+    spec_preprocessing,
+)
 
-from medfm import Backbone, BackboneSpec, Preprocessing, UserError, hookimpl
-
-from ._common import check_options, spec_preprocessing
-from ._timm_named import timm_pretrained_cfg
+from ._timm_named import named_pretrained_cfg
 from .timm_family import create_timm_model
+
+# torch and timm are imported inside the functions that build or resample the model: listing
+# the registry imports this module and must not import them (their import takes seconds).
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 TIMM_NAME = "samvit_base_patch16.sa1b"
 NATIVE_SIZE = 1024
@@ -40,15 +49,22 @@ CITATION = "Kirillov, A. et al. Segment Anything. ICCV 2023. arXiv:2304.02643"
 
 def _resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
     """SAM's own relative-position resampling (``get_rel_pos``): linear along the table."""
+    import torch.nn.functional as F
+
     resized = F.interpolate(table.reshape(1, table.shape[0], -1).permute(0, 2, 1), size=length, mode="linear")
     return resized.reshape(-1, length).permute(1, 0).contiguous()
 
 
-def resample_to(model: nn.Module, size: int) -> None:
+def resample_to(sam: nn.Module, size: int) -> None:
     """Resample a timm SAM encoder's position embeddings for ``size`` px inputs, in place."""
+    import torch
+    from timm.layers import resample_abs_pos_embed_nhwc
+    from torch import nn
+
     if size % PATCH:
         raise UserError(f"SAM needs an input size divisible by {PATCH}, not {size}")
     grid = size // PATCH
+    model: Any = sam  # timm's VisionTransformerSAM: pos_embed, blocks and patch_embed are not typed
     with torch.no_grad():
         if tuple(model.pos_embed.shape[1:3]) != (grid, grid):
             model.pos_embed = nn.Parameter(resample_abs_pos_embed_nhwc(model.pos_embed, (grid, grid)))
@@ -72,17 +88,20 @@ class SamBackbone(Backbone):
         self.module = model
         self.preprocessing = preprocessing
         self.weights_sha256, self.weights_source = sha, source
-        width, neck = int(model.embed_dim), int(model.num_features)
+        vit: Any = model
+        width, neck = int(vit.embed_dim), int(vit.num_features)
         self.feature_dims = {"mean_patch": width, "patch_map": width, "gap": neck, "spatial_map": neck}
         self.default_kind = "mean_patch"
 
     def blocks(self) -> list[nn.Module]:
         """The twelve transformer blocks."""
-        return list(self.module.blocks)
+        blocks: Any = self.module.get_submodule("blocks")  # an nn.Sequential
+        return list(blocks)
 
     def features(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         """One pass gives both the last block's tokens and the neck's map."""
-        neck, (trunk,) = self.module.forward_intermediates(images, indices=1, norm=False)
+        vit: Any = self.module  # timm's forward_intermediates
+        neck, (trunk,) = vit.forward_intermediates(images, indices=1, norm=False)
         out: dict[str, torch.Tensor] = {}
         for kind in kinds:
             if kind == "mean_patch":
@@ -112,16 +131,28 @@ def load_sam(spec: BackboneSpec, **options: Any) -> SamBackbone:
 
 def sam_spec() -> BackboneSpec:
     """``sam_vitb``: SAM's ViT-B image encoder at 1024 px (``sam_vitb@224`` as in the studies)."""
-    cfg = timm_pretrained_cfg(TIMM_NAME)
+    cfg = named_pretrained_cfg(TIMM_NAME)  # timm's config of the tag, written out: no timm import
     return BackboneSpec(
-        name="sam_vitb", load=load_sam, family="timm", params=PARAMS_1024, embed_dim=768, input_size=NATIVE_SIZE,
-        mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+        name="sam_vitb",
+        load=load_sam,
+        family="timm",
+        params=PARAMS_1024,
+        embed_dim=768,
+        input_size=NATIVE_SIZE,
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
         # SAM's ResizeLongestSide resizes with torchvision's default, bilinear (timm's config says bicubic)
-        interpolation="bilinear", pretraining="SA-1B (11M images, 1.1B masks)", objective="segmentation",
-        license="Apache-2.0", citation=CITATION, revision=f"timm:{TIMM_NAME}",
+        interpolation="bilinear",
+        pretraining="SA-1B (11M images, 1.1B masks)",
+        objective="segmentation",
+        license="Apache-2.0",
+        citation=CITATION,
+        revision=f"timm:{TIMM_NAME}",
         feature_kinds=("mean_patch", "patch_map", "gap", "spatial_map"),
         description="SAM ViT-B/16 image encoder; position embeddings resampled to the input size "
-                    "(options: weights = timm or original sam_vit_b_01ec64.pth checkpoint, pretrained)")
+        "(options: weights = timm or original sam_vit_b_01ec64.pth checkpoint, pretrained)",
+        options=common_options(),
+    )
 
 
 @hookimpl

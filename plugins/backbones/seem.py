@@ -24,74 +24,52 @@ Parameter count: 29,920,944, the published 29.9M.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-import torch.nn.functional as F
-from timm.models.focalnet import FocalNet, FocalNetBlock
-from torch import nn
+from medfm.backbones import (
+    Backbone,
+    BackboneSpec,
+    Preprocessing,
+    UserError,
+    check_options,
+    common_options,
+    hookimpl,
+    load_into,
+    load_state_dict,
+    resolve_weights_path,
+    sha256_file_memo,
+    spec_preprocessing,
+    strip_prefixes,
+)
 
-from medfm import Backbone, BackboneSpec, Preprocessing, UserError, hookimpl
-from medfm.io import sha256_file_memo
-from medfm.weights import load_into, load_state_dict, resolve_weights_path, strip_prefixes
+# torch and timm are imported only when the model is built: its modules (SeemPatchEmbed,
+# SeemFocalBlock, build_seem_focalt) live in ._seem_model, imported on use, because listing
+# the registry imports this module and must not import them (their import takes seconds).
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-from ._common import check_options, spec_preprocessing
+#: names re-exported from ._seem_model by ``__getattr__`` (importing them imports torch and timm)
+_MODEL_NAMES = ("SeemPatchEmbed", "SeemFocalBlock", "build_seem_focalt")
 
 CHECKPOINT_URL = "https://huggingface.co/xdecoder/SEEM/resolve/main/seem_focalt_v1.pt"
 PARAMS = 29_920_944
 CITATION = "Zou, X. et al. Segment Everything Everywhere All at Once. NeurIPS 2023. arXiv:2304.06718"
 #: SEEM's FOCAL config for Focal-T (configs/seem/focalt_unicl_lang_*.yaml), as timm FocalNet arguments
-SEEM_FOCALT = dict(embed_dim=96, depths=(2, 2, 6, 2), focal_levels=(3, 3, 3, 3), focal_windows=(3, 3, 3, 3),
-                   mlp_ratio=4.0, use_overlap_down=True, normalize_modulator=True, layerscale_value=1e-4,
-                   use_post_norm=False, use_post_norm_in_modulation=False, drop_path_rate=0.0)
+SEEM_FOCALT: dict[str, Any] = dict(
+    embed_dim=96,
+    depths=(2, 2, 6, 2),
+    focal_levels=(3, 3, 3, 3),
+    focal_windows=(3, 3, 3, 3),
+    mlp_ratio=4.0,
+    use_overlap_down=True,
+    normalize_modulator=True,
+    layerscale_value=1e-4,
+    use_post_norm=False,
+    use_post_norm_in_modulation=False,
+    drop_path_rate=0.0,
+)
 _UNUSED = re.compile(r"norm[0-2]\.(weight|bias)")  # res2-res4 output norms
-
-
-class SeemPatchEmbed(nn.Module):
-    """timm's ``Downsample`` (same ``proj``/``norm`` keys) with SEEM's right/bottom input padding."""
-
-    def __init__(self, proj: nn.Conv2d, norm: nn.Module, stride: int) -> None:
-        super().__init__()
-        self.proj, self.norm, self.stride = proj, norm, stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pad to a multiple of the stride, convolve, normalise."""
-        pad_h, pad_w = (-x.shape[-2]) % self.stride, (-x.shape[-1]) % self.stride
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        return self.norm(self.proj(x))
-
-
-class SeemFocalBlock(nn.Module):
-    """SEEM's ``focal_dw`` block (post-norm variant) around a timm block's modules."""
-
-    def __init__(self, block: FocalNetBlock) -> None:
-        super().__init__()
-        dim = block.dim
-        self.dw1 = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
-        self.norm1, self.modulation, self.ls1 = block.norm1, block.modulation, block.ls1
-        self.dw2 = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
-        self.norm2, self.mlp, self.ls2 = block.norm2, block.mlp, block.ls2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """NCHW in and out."""
-        x = x + self.dw1(x)
-        x = self.norm1(x + self.ls1(self.modulation(x)))
-        x = x + self.dw2(x)
-        return self.norm2(x + self.ls2(self.mlp(x)))
-
-
-def build_seem_focalt() -> FocalNet:
-    """SEEM's Focal-T backbone, randomly initialised (timm FocalNet, SEEM's blocks and padding)."""
-    model = FocalNet(num_classes=0, **SEEM_FOCALT)
-    stem = model.stem
-    stem.proj.padding = (3, 3)  # SEEM's stem: kernel 7, stride 4, padding 3
-    model.stem = SeemPatchEmbed(stem.proj, stem.norm, stride=4)
-    for stage in model.layers:
-        if not isinstance(stage.downsample, nn.Identity):
-            stage.downsample = SeemPatchEmbed(stage.downsample.proj, stage.downsample.norm, stride=2)
-        stage.blocks = nn.ModuleList([SeemFocalBlock(b) for b in stage.blocks])
-    return model
 
 
 def remap_seem_checkpoint(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -103,7 +81,7 @@ def remap_seem_checkpoint(state: dict[str, torch.Tensor], model: nn.Module) -> d
     ``backbone.norm3`` (the res5 norm; timm: ``norm``).
     """
     state = strip_prefixes(state, ("module.", "model."))
-    backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     if not backbone:
         raise UserError("the checkpoint holds no `backbone.` weights: it is not a SEEM checkpoint")
     target = model.state_dict()
@@ -121,8 +99,10 @@ def remap_seem_checkpoint(state: dict[str, torch.Tensor], model: nn.Module) -> d
     missing, unexpected = sorted(set(target) - set(out)), sorted(set(out) - set(target))
     wrong = sorted(k for k in set(out) & set(target) if out[k].shape != target[k].shape)
     if missing or unexpected or wrong:
-        raise UserError(f"the checkpoint's backbone is not SEEM Focal-T: missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}")
+        raise UserError(
+            f"the checkpoint's backbone is not SEEM Focal-T: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}"
+        )
     return out
 
 
@@ -135,22 +115,28 @@ class SeemBackbone(Backbone):
         self.module = model
         self.preprocessing = preprocessing
         self.weights_sha256, self.weights_source = sha, source
-        self.feature_dims = {"gap": int(model.num_features), "spatial_map": int(model.num_features)}
+        focalnet: Any = model  # timm FocalNet's attributes are not typed
+        width = int(focalnet.num_features)
+        self.feature_dims = {"gap": width, "spatial_map": width}
         self.default_kind = "gap"
 
     def blocks(self) -> list[nn.Module]:
         """The twelve focal modulation blocks, in order."""
-        return [block for stage in self.module.layers for block in stage.blocks]
+        stages: Any = self.module.get_submodule("layers")
+        return [block for stage in stages for block in stage.blocks]
 
     def features(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         """res5 after SEEM's norm3."""
-        fmap = self.module.forward_features(images)
+        model: Any = self.module  # timm FocalNet's forward_features
+        fmap = model.forward_features(images)
         return {k: fmap.mean((2, 3)) if k == "gap" else fmap for k in kinds}
 
 
 def load_seem(spec: BackboneSpec, **options: Any) -> SeemBackbone:
     """From the SEEM checkpoint given as ``weights``; ``pretrained = false`` for random weights."""
     check_options(spec, options)
+    from ._seem_model import build_seem_focalt
+
     weights, pretrained = options.get("weights"), options.get("pretrained", True)
     model = build_seem_focalt()
     sha, source = None, "random initialisation (seeded)"
@@ -159,21 +145,46 @@ def load_seem(spec: BackboneSpec, **options: Any) -> SeemBackbone:
         load_into(model, remap_seem_checkpoint(load_state_dict(path), model), path, spec.name)
         sha, source = sha256_file_memo(path), f"local file {path}"
     elif pretrained:
-        raise UserError(f"backbone {spec.name!r} has no hub id: download SEEM's Focal-T checkpoint "
-                        f"({CHECKPOINT_URL}) and set `weights = \"/path/to/seem_focalt_v1.pt\"` under "
-                        f"[backbone.\"{spec.name}\"] in your run config")
+        raise UserError(
+            f"backbone {spec.name!r} has no hub id: download SEEM's Focal-T checkpoint "
+            f'({CHECKPOINT_URL}) and set `weights = "/path/to/seem_focalt_v1.pt"` under '
+            f'[backbone."{spec.name}"] in your run config'
+        )
     return SeemBackbone(model.eval(), spec_preprocessing(spec), sha, source)
 
 
 @hookimpl
 def register_backbones(register):
     """SEEM Focal-T."""
-    register(BackboneSpec(
-        name="seem_focalt", load=load_seem, family="seem", params=PARAMS, embed_dim=768, input_size=224,
-        # SEEM's PIXEL_MEAN / PIXEL_STD (ImageNet, in 0-255); its demo resizes with bicubic
-        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), interpolation="bicubic",
-        pretraining="COCO panoptic, referring and interactive segmentation (backbone from X-Decoder/UniCL)",
-        objective="segmentation", license="Apache-2.0", citation=CITATION, revision="seem_focalt_v1",
-        feature_kinds=("gap", "spatial_map"),
-        description="SEEM Focal-T vision backbone (FocalNet-T); weights only from a SEEM checkpoint file "
-                    f"({CHECKPOINT_URL}) given as `weights`"))
+    register(
+        BackboneSpec(
+            name="seem_focalt",
+            load=load_seem,
+            family="seem",
+            params=PARAMS,
+            embed_dim=768,
+            input_size=224,
+            # SEEM's PIXEL_MEAN / PIXEL_STD (ImageNet, in 0-255); its demo resizes with bicubic
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            interpolation="bicubic",
+            pretraining="COCO panoptic, referring and interactive segmentation (backbone from X-Decoder/UniCL)",
+            objective="segmentation",
+            license="Apache-2.0",
+            citation=CITATION,
+            revision="seem_focalt_v1",
+            feature_kinds=("gap", "spatial_map"),
+            description="SEEM Focal-T vision backbone (FocalNet-T); weights only from a SEEM checkpoint file "
+            f"({CHECKPOINT_URL}) given as `weights`",
+            options=common_options(),
+        )
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """The model's modules, from ._seem_model (imports torch and timm) on first use."""
+    if name in _MODEL_NAMES:
+        from . import _seem_model
+
+        return getattr(_seem_model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

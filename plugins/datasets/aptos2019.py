@@ -14,9 +14,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from medfm import Dataset, DatasetSpec, hookimpl
-from medfm.csvfiles import read_table
-from medfm.filesets import Sample, build_dataset, default_data_root, parse_options, require_file, require_root
+from medfm.datasets import (
+    Dataset,
+    DatasetSpec,
+    Sample,
+    build_dataset,
+    default_data_root,
+    file_dataset_limits,
+    file_dataset_options,
+    hookimpl,
+    parse_options,
+    read_table,
+    require_file,
+    require_root,
+)
 
 GRADES = ("no DR", "mild", "moderate", "severe", "proliferative DR")
 LAYOUT = "<root>/train.csv (id_code,diagnosis) and <root>/train_images/<id_code>.png"
@@ -36,16 +47,34 @@ def load(spec: DatasetSpec, **options: Any) -> Dataset:
         grade = row.number("diagnosis")
         if not grade.is_integer() or not 0 <= grade <= 4:
             raise row.error("diagnosis", f"unknown label {row.get('diagnosis')!r}; grades are 0-4")
-        samples.append(Sample(root / "train_images" / f"{code}.png", int(grade), f"train_images/{code}.png",
-                              source=row.where("id_code")))
+        samples.append(
+            Sample(
+                root / "train_images" / f"{code}.png",
+                int(grade),
+                f"train_images/{code}.png",
+                source=row.where("id_code"),
+            )
+        )
     return build_dataset(spec.name, "ordinal", GRADES, samples, opts, {"grouped_by": None})
 
 
 @hookimpl
 def register_datasets(register):
     """APTOS 2019."""
-    register(DatasetSpec(
-        name="aptos/2019", load=load, task="ordinal", classes=GRADES,
-        splits={"train": None, "val": None, "test": None}, primary_metric="kappa", modality="fundus photograph",
-        license=LICENSE, citation=CITATION, revision="1",
-        description="APTOS 2019: 3,662 labelled fundus photographs, DR grade 0-4 (quadratic kappa)"))
+    register(
+        DatasetSpec(
+            name="aptos/2019",
+            load=load,
+            task="ordinal",
+            classes=GRADES,
+            splits={"train": None, "val": None, "test": None},
+            primary_metric="kappa",
+            modality="fundus photograph",
+            license=LICENSE,
+            citation=CITATION,
+            revision="1",
+            options=file_dataset_options(),
+            limits=file_dataset_limits(),
+            description="APTOS 2019: 3,662 labelled fundus photographs, DR grade 0-4 (quadratic kappa)",
+        )
+    )

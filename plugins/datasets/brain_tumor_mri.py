@@ -14,14 +14,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from medfm import Dataset, DatasetSpec, UserError, hookimpl
-from medfm.filesets import Sample, build_dataset, default_data_root, parse_options, relative_id, require_root
-
-from ._common import list_images
+from medfm.datasets import (
+    Dataset,
+    DatasetSpec,
+    Sample,
+    UserError,
+    build_dataset,
+    default_data_root,
+    file_dataset_limits,
+    file_dataset_options,
+    hookimpl,
+    list_images,
+    parse_options,
+    relative_id,
+    require_root,
+)
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
-ALIASES = {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "no_tumor": "notumor",
-           "pituitary_tumor": "pituitary"}
+ALIASES = {
+    "glioma_tumor": "glioma",
+    "meningioma_tumor": "meningioma",
+    "no_tumor": "notumor",
+    "pituitary_tumor": "pituitary",
+}
 SPLITS = {"Training": "train", "Testing": "test"}
 LAYOUT = "<root>/Training/<class>/*.jpg and <root>/Testing/<class>/*.jpg, classes " + ", ".join(CLASSES)
 CITATION = "Nickparvar, M. Brain Tumor MRI Dataset. Kaggle (2021), doi:10.34740/KAGGLE/DSV/2645886"
@@ -41,17 +56,30 @@ def load(spec: DatasetSpec, **options: Any) -> Dataset:
             cls = ALIASES.get(d.name, d.name)
             if cls not in CLASSES:
                 raise UserError(f"{spec.name}: folder {d} is not a class; expected one of {list(CLASSES)}")
-            samples += [Sample(f, CLASSES.index(cls), relative_id(root, f), None, split, source=str(d))
-                        for f in list_images(d)]
+            samples += [
+                Sample(f, CLASSES.index(cls), relative_id(root, f), None, split, source=str(d)) for f in list_images(d)
+            ]
     return build_dataset(spec.name, "multiclass", CLASSES, samples, opts, {"grouped_by": None})
 
 
 @hookimpl
 def register_datasets(register):
     """Brain tumour MRI."""
-    register(DatasetSpec(
-        name="brain-tumor-mri", load=load, task="multiclass", classes=CLASSES,
-        splits={"train": None, "val": None, "test": 1311}, primary_metric="auroc", modality="brain MRI",
-        license=LICENSE, citation=CITATION, revision="1",
-        description="Brain Tumor MRI (Kaggle): 7,023 MRI slices, glioma/meningioma/no tumour/pituitary; "
-                    "official Testing folder as test"))
+    register(
+        DatasetSpec(
+            name="brain-tumor-mri",
+            load=load,
+            task="multiclass",
+            classes=CLASSES,
+            splits={"train": None, "val": None, "test": 1311},
+            primary_metric="auroc",
+            modality="brain MRI",
+            license=LICENSE,
+            citation=CITATION,
+            revision="1",
+            options=file_dataset_options(),
+            limits=file_dataset_limits(),
+            description="Brain Tumor MRI (Kaggle): 7,023 MRI slices, glioma/meningioma/no tumour/pituitary; "
+            "official Testing folder as test",
+        )
+    )

@@ -28,25 +28,41 @@ is carved from train by ``patient_id``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from medfm import Dataset, DatasetSpec, hookimpl
-from medfm.csvfiles import CsvRow, read_table
-from medfm.filesets import Sample, build_dataset, default_data_root, parse_options, require_file, require_root
+from medfm.datasets import (
+    CsvRow,
+    Dataset,
+    DatasetSpec,
+    Sample,
+    build_dataset,
+    default_data_root,
+    file_dataset_limits,
+    file_dataset_options,
+    hookimpl,
+    parse_options,
+    read_table,
+    require_file,
+    require_root,
+)
 
 CLASSES = ("benign", "malignant")
 PATHOLOGY = {"MALIGNANT": 1, "BENIGN": 0, "BENIGN_WITHOUT_CALLBACK": 0}
 COLUMNS = ["patient_id", "pathology", "image file path", "cropped image file path"]
-CITATION = ("Lee, R. S. et al. A curated mammography data set for use in computer-aided detection and diagnosis "
-            "research. Scientific Data 4, 170177 (2017); Sawyer-Lee, R. et al. CBIS-DDSM, TCIA (2016), "
-            "doi:10.7937/K9/TCIA.2016.7O02S9CY")
+CITATION = (
+    "Lee, R. S. et al. A curated mammography data set for use in computer-aided detection and diagnosis "
+    "research. Scientific Data 4, 170177 (2017); Sawyer-Lee, R. et al. CBIS-DDSM, TCIA (2016), "
+    "doi:10.7937/K9/TCIA.2016.7O02S9CY"
+)
 LICENSE = "CC BY 3.0 (The Cancer Imaging Archive)"
 
 
 def layout(kind: str) -> str:
     """The expected layout, for error messages."""
-    return (f"<root>/{kind}_case_description_train_set.csv, <root>/{kind}_case_description_test_set.csv and the "
-            "TCIA DICOM folders in <root>/CBIS-DDSM/<case>/.../*.dcm")
+    return (
+        f"<root>/{kind}_case_description_train_set.csv, <root>/{kind}_case_description_test_set.csv and the "
+        "TCIA DICOM folders in <root>/CBIS-DDSM/<case>/.../*.dcm"
+    )
 
 
 class FileFinder:
@@ -92,8 +108,15 @@ def _series_description(path: Path) -> str:
     import pydicom
 
     try:
-        return str(pydicom.dcmread(path, stop_before_pixels=True,
-                                   specific_tags=["SeriesDescription"]).get("SeriesDescription", "")).strip().lower()
+        return (
+            str(
+                pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesDescription"]).get(
+                    "SeriesDescription", ""
+                )
+            )
+            .strip()
+            .lower()
+        )
     except Exception:
         return ""
 
@@ -123,14 +146,28 @@ def make_load(kind: str, roi: bool):
                 rel = row.get(column).replace("\\", "/")
                 case = rel.split("/")[0]
                 if roi:
-                    samples.append(Sample(finder.find(rel, crop=True), label, case, row.get("patient_id"), split,
-                                          source=row.where(column)))
+                    samples.append(
+                        Sample(
+                            finder.find(rel, crop=True),
+                            label,
+                            case,
+                            row.get("patient_id"),
+                            split,
+                            source=row.where(column),
+                        )
+                    )
                 elif case in by_image:  # several findings on one image: malignant if any is
                     s = by_image[case]
-                    s.label = max(int(s.label), label)
+                    s.label = max(int(cast(int, s.label)), label)  # mass/calc sets are binary: an int label
                 else:
-                    by_image[case] = Sample(finder.find(rel, crop=False), label, case, row.get("patient_id"), split,
-                                            source=row.where(column))
+                    by_image[case] = Sample(
+                        finder.find(rel, crop=False),
+                        label,
+                        case,
+                        row.get("patient_id"),
+                        split,
+                        source=row.where(column),
+                    )
         samples += list(by_image.values())
         info = {"abnormality": kind, "image": "ROI crop" if roi else "full mammogram", "grouped_by": "patient_id"}
         return build_dataset(spec.name, "binary", CLASSES, samples, opts, info)
@@ -143,9 +180,21 @@ def register_datasets(register):
     """CBIS-DDSM mass and calcification, full mammograms and ROI crops."""
     for kind, word in (("mass", "masses"), ("calc", "calcifications")):
         for roi in (False, True):
-            register(DatasetSpec(
-                name=f"cbis-ddsm/{kind}" + ("-roi" if roi else ""), load=make_load(kind, roi), task="binary",
-                classes=CLASSES, splits={"train": None, "val": None, "test": None}, primary_metric="auroc",
-                modality="mammography (DICOM)", license=LICENSE, citation=CITATION, revision="1",
-                description=f"CBIS-DDSM {word}, {'ROI crops' if roi else 'full mammograms'}: benign vs malignant "
-                            "(BENIGN_WITHOUT_CALLBACK = benign); official train/test, val by patient"))
+            register(
+                DatasetSpec(
+                    name=f"cbis-ddsm/{kind}" + ("-roi" if roi else ""),
+                    load=make_load(kind, roi),
+                    task="binary",
+                    classes=CLASSES,
+                    splits={"train": None, "val": None, "test": None},
+                    primary_metric="auroc",
+                    modality="mammography (DICOM)",
+                    license=LICENSE,
+                    citation=CITATION,
+                    revision="1",
+                    options=file_dataset_options(),
+                    limits=file_dataset_limits(),
+                    description=f"CBIS-DDSM {word}, {'ROI crops' if roi else 'full mammograms'}: benign vs malignant "
+                    "(BENIGN_WITHOUT_CALLBACK = benign); official train/test, val by patient",
+                )
+            )

@@ -22,25 +22,58 @@ from __future__ import annotations
 
 from typing import Any
 
-from medfm import Dataset, DatasetSpec, UserError, hookimpl
-from medfm.csvfiles import CsvRow, read_table
-from medfm.filesets import Sample, build_dataset, default_data_root, parse_options, require_file, require_root
+from medfm.datasets import (
+    CsvRow,
+    Dataset,
+    DatasetSpec,
+    Sample,
+    UserError,
+    build_dataset,
+    default_data_root,
+    file_dataset_limits,
+    file_dataset_options,
+    hookimpl,
+    one_of,
+    parse_options,
+    read_table,
+    require_file,
+    require_root,
+)
 
-OBSERVATIONS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-                "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-                "Fracture", "Support Devices")
+OBSERVATIONS = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
 COMPETITION = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 EDITIONS = {"small": "CheXpert-v1.0-small", "full": "CheXpert-v1.0"}
 POLICIES = ("ones", "zeros", "ignore")
-CITATION = ("Irvin, J. et al. CheXpert: A Large Chest Radiograph Dataset with Uncertainty Labels and Expert "
-            "Comparison. AAAI 2019")
+#: the options of its own, with their defaults (besides the common ones of file data sets)
+EXTRA_OPTIONS = {"uncertain": "ones", "frontal_only": True}
+CITATION = (
+    "Irvin, J. et al. CheXpert: A Large Chest Radiograph Dataset with Uncertainty Labels and Expert "
+    "Comparison. AAAI 2019"
+)
 LICENSE = "Stanford University School of Medicine CheXpert Dataset Research Use Agreement (non-commercial)"
 
 
 def layout(folder: str) -> str:
     """The expected layout, for error messages."""
-    return (f"<root>/train.csv, <root>/valid.csv and <root>/train/patientNNNNN/studyN/viewN_frontal.jpg "
-            f"(root = the {folder} folder)")
+    return (
+        f"<root>/train.csv, <root>/valid.csv and <root>/train/patientNNNNN/studyN/viewN_frontal.jpg "
+        f"(root = the {folder} folder)"
+    )
 
 
 def row_labels(row: CsvRow, classes: tuple[str, ...], policy: str) -> tuple[int, ...] | None:
@@ -67,8 +100,7 @@ def make_load(edition: str, classes: tuple[str, ...]):
     folder = EDITIONS[edition]
 
     def load(spec: DatasetSpec, **options: Any) -> Dataset:
-        opts = parse_options(spec.name, options, default_data_root("chexpert") / folder,
-                             {"uncertain": "ones", "frontal_only": True})
+        opts = parse_options(spec.name, options, default_data_root("chexpert") / folder, EXTRA_OPTIONS)
         policy, frontal_only = opts.extra["uncertain"], opts.extra["frontal_only"]
         if policy not in POLICIES:
             raise UserError(f"{spec.name}: uncertain must be one of {POLICIES}, not {policy!r}")
@@ -93,8 +125,14 @@ def make_load(edition: str, classes: tuple[str, ...]):
                 rel = "/".join(parts)
                 patient = parts[1] if len(parts) > 2 else rel
                 samples.append(Sample(root / rel, labels, rel, patient, split, source=row.where("Path")))
-        info = {"uncertain": policy, "frontal_only": frontal_only, "left_out_uncertain": dropped_uncertain,
-                "left_out_lateral": lateral, "grouped_by": "patient folder", "edition": folder}
+        info = {
+            "uncertain": policy,
+            "frontal_only": frontal_only,
+            "left_out_uncertain": dropped_uncertain,
+            "left_out_lateral": lateral,
+            "grouped_by": "patient folder",
+            "edition": folder,
+        }
         return build_dataset(spec.name, "multilabel", classes, samples, opts, info)
 
     return load
@@ -105,9 +143,21 @@ def register_datasets(register):
     """CheXpert small and full, competition labels and all 14 observations."""
     for edition, folder in EDITIONS.items():
         for suffix, classes in (("", COMPETITION), ("-14", OBSERVATIONS)):
-            register(DatasetSpec(
-                name=f"chexpert/{edition}{suffix}", load=make_load(edition, classes), task="multilabel",
-                classes=classes, splits={"train": None, "val": None, "test": None}, primary_metric="auroc",
-                modality="chest X-ray", license=LICENSE, citation=CITATION, revision="v1.0",
-                description=f"{folder}, {len(classes)} labels, U-Ones by default, frontal only by default; "
-                            "official valid.csv as test, val by patient from train.csv"))
+            register(
+                DatasetSpec(
+                    name=f"chexpert/{edition}{suffix}",
+                    load=make_load(edition, classes),
+                    task="multilabel",
+                    classes=classes,
+                    splits={"train": None, "val": None, "test": None},
+                    primary_metric="auroc",
+                    modality="chest X-ray",
+                    license=LICENSE,
+                    citation=CITATION,
+                    revision="v1.0",
+                    options=file_dataset_options(EXTRA_OPTIONS),
+                    limits={**file_dataset_limits(), "uncertain": one_of(*POLICIES)},
+                    description=f"{folder}, {len(classes)} labels, U-Ones by default, frontal only by default; "
+                    "official valid.csv as test, val by patient from train.csv",
+                )
+            )

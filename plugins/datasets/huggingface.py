@@ -20,27 +20,66 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from medfm import Dataset, DatasetSpec, Split, UserError, hookimpl
-from medfm.decode import DecodeError
-from medfm.filesets import parse_options
-from medfm.image_cache import CachedImages
-from medfm.io import sha256_json
-from medfm.splits import SPLIT_NAMES, assign_splits
-
-from ._common import PRIMARY, check_classes, option_list, task_family
+from medfm.datasets import (
+    PRIMARY,
+    SPLIT_NAMES,
+    CachedImages,
+    Dataset,
+    DatasetSpec,
+    DecodeError,
+    Split,
+    UserError,
+    assign_splits,
+    check_classes,
+    file_dataset_limits,
+    file_dataset_options,
+    hookimpl,
+    option_list,
+    parse_options,
+    sha256_json,
+    task_family,
+)
 
 TASKS = ("binary", "multiclass", "ordinal", "multilabel")
-HF_OPTIONS = {"path": None, "config": None, "revision": None, "image_column": "image", "label_column": "label",
-              "patient_column": None, "classes": None, "splits": None}
+HF_OPTIONS = {
+    "path": None,
+    "config": None,
+    "revision": None,
+    "image_column": "image",
+    "label_column": "label",
+    "patient_column": None,
+    "classes": None,
+    "splits": None,
+}
 NOT_FOR_HUB = ("root", "on_error", "window", "frame", "slice_axis")
+
+
+def hub_options() -> dict[str, Any]:
+    """The options ``load`` takes, with their defaults: the common file-set ones that apply
+    (not ``NOT_FOR_HUB``) plus ``HF_OPTIONS``."""
+    return {k: v for k, v in file_dataset_options(HF_OPTIONS).items() if k not in NOT_FOR_HUB}
+
+
+def hub_limits() -> dict[str, Any]:
+    """Value limits of the options that apply."""
+    return {k: v for k, v in file_dataset_limits().items() if k not in NOT_FOR_HUB}
+
+
 DEFAULT_SPLITS = {"train": ("train",), "val": ("validation", "valid", "val", "dev"), "test": ("test",)}
 
 
 class HubImages(CachedImages):
     """Images of one column of a ``datasets.Dataset``, as uint8 arrays, disk-cached by content fingerprint."""
 
-    def __init__(self, table: Any, column: str, rows: Sequence[int], cache_dir: Path | None,
-                 max_side: int | None, fingerprint: str) -> None:
+    def __init__(
+        self,
+        table: Any,
+        column: str,
+        rows: Sequence[int],
+        cache_dir: Path | None,
+        max_side: int | None,
+        fingerprint: str,
+    ) -> None:
         self.table, self.column, self.rows = table, column, list(rows)
         self.cache_dir, self.max_side, self.fingerprint = cache_dir, max_side, fingerprint
 
@@ -75,8 +114,10 @@ def open_dataset(name: str, hub_id: str, extra: Mapping[str, Any]) -> Any:
         if path:
             local = Path(path).expanduser()
             if not local.exists():
-                raise UserError(f"{name}: local path {local} does not exist; expected a folder written by "
-                                "save_to_disk, or a folder of data files")
+                raise UserError(
+                    f"{name}: local path {local} does not exist; expected a folder written by "
+                    "save_to_disk, or a folder of data files"
+                )
             if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
                 return datasets.load_from_disk(str(local))
             return datasets.load_dataset(str(local), name=extra.get("config"))
@@ -85,8 +126,10 @@ def open_dataset(name: str, hub_id: str, extra: Mapping[str, Any]) -> Any:
         raise
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{name}: cannot load Hugging Face dataset {path or hub_id!r} ({type(exc).__name__}: "
-                        f"{first}); offline, set `path` to a local copy (save_to_disk folder or data files)") from None
+        raise UserError(
+            f"{name}: cannot load Hugging Face dataset {path or hub_id!r} ({type(exc).__name__}: "
+            f"{first}); offline, set `path` to a local copy (save_to_disk folder or data files)"
+        ) from None
 
 
 def label_names(name: str, task: str, table: Any, column: str, given: list[str] | None) -> tuple[str, ...]:
@@ -107,16 +150,18 @@ def label_names(name: str, task: str, table: Any, column: str, given: list[str] 
     raise UserError(f"{name}: column {column!r} holds integer labels without names; set `classes`")
 
 
-def encode(name: str, task: str, values: Sequence[Any], classes: Sequence[str], column: str,
-           split: str) -> np.ndarray:
+def encode(name: str, task: str, values: Sequence[Any], classes: Sequence[str], column: str, split: str) -> np.ndarray:
     """Labels as class indices (N,) or multi-hot (N, C); bad values name the split, row and column."""
+
     def index(v: Any, row: int) -> int:
         if isinstance(v, str) and v in classes:
             return list(classes).index(v)
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < len(classes):
             return int(v)
-        raise UserError(f"{name}: split {split!r}, row {row}, column {column!r}: unknown label {v!r}; "
-                        f"expected one of {list(classes)}")
+        raise UserError(
+            f"{name}: split {split!r}, row {row}, column {column!r}: unknown label {v!r}; "
+            f"expected one of {list(classes)}"
+        )
 
     if task == "multilabel":
         out = np.zeros((len(values), len(classes)), dtype=np.int64)
@@ -137,9 +182,10 @@ def load(spec: DatasetSpec, **options: Any) -> Dataset:
     hub_id = spec.name.split("/", 2)[2]
     unused = sorted(set(options) & set(NOT_FOR_HUB))
     if unused:
-        raise UserError(f"{spec.name}: option {unused[0]!r} does not apply to Hugging Face data sets "
-                        "(use `path` for a local copy)")
-    opts = parse_options(spec.name, options, ".", HF_OPTIONS)
+        raise UserError(
+            f"{spec.name}: option {unused[0]!r} does not apply to Hugging Face data sets (use `path` for a local copy)"
+        )
+    opts = parse_options(spec.name, options, Path("."), HF_OPTIONS)
     extra = opts.extra
     loaded = open_dataset(spec.name, hub_id, extra)
     parts = dict(loaded) if hasattr(loaded, "keys") else {"train": loaded}
@@ -156,24 +202,40 @@ def load(spec: DatasetSpec, **options: Any) -> Dataset:
     if "train" not in chosen:
         raise UserError(f"{spec.name}: no training split; the data set has {sorted(parts)} (set `splits`)")
     image_col, label_col, patient_col = extra["image_column"], extra["label_column"], extra["patient_column"]
-    for ours, theirs in chosen.items():
+    for theirs in chosen.values():
         missing = [c for c in (image_col, label_col, patient_col) if c and c not in parts[theirs].column_names]
         if missing:
-            raise UserError(f"{spec.name}: split {theirs!r} has no column {missing[0]!r} "
-                            f"(it has {parts[theirs].column_names}); set image_column/label_column")
-    classes = label_names(spec.name, spec.task, parts[chosen["train"]], label_col,
-                          option_list(spec.name, "classes", extra["classes"]))
+            raise UserError(
+                f"{spec.name}: split {theirs!r} has no column {missing[0]!r} "
+                f"(it has {parts[theirs].column_names}); set image_column/label_column"
+            )
+    classes = label_names(
+        spec.name, spec.task, parts[chosen["train"]], label_col, option_list(spec.name, "classes", extra["classes"])
+    )
     rows: list[tuple[str, int]] = [(theirs, r) for ours, theirs in chosen.items() for r in range(len(parts[theirs]))]
     official = [ours for ours, theirs in chosen.items() for _ in range(len(parts[theirs]))]
-    labels = np.concatenate([encode(spec.name, spec.task, parts[theirs][label_col], classes, label_col, theirs)
-                             for theirs in chosen.values()])
+    labels = np.concatenate(
+        [
+            encode(spec.name, spec.task, parts[theirs][label_col], classes, label_col, theirs)
+            for theirs in chosen.values()
+        ]
+    )
     groups = None
     if patient_col:
         groups = np.asarray([str(g) for theirs in chosen.values() for g in parts[theirs][patient_col]], dtype=object)
     ids = [f"{s}/{r}" for s, r in rows]
-    result = assign_splits(spec.name, ids, labels, groups, official, seed=opts.split_seed,
-                           val_fraction=opts.val_fraction, test_fraction=opts.test_fraction,
-                           split_dir=opts.split_dir, split_file=opts.split_file)
+    result = assign_splits(
+        spec.name,
+        ids,
+        labels,
+        groups,
+        official,
+        seed=opts.split_seed,
+        val_fraction=opts.val_fraction,
+        test_fraction=opts.test_fraction,
+        split_dir=opts.split_dir,
+        split_file=opts.split_file,
+    )
     fingerprints = {theirs: getattr(parts[theirs], "_fingerprint", None) for theirs in chosen.values()}
     splits = {}
     for split in SPLIT_NAMES:
@@ -181,19 +243,43 @@ def load(spec: DatasetSpec, **options: Any) -> Dataset:
         by_source: dict[str, list[int]] = {}
         for i in idx:
             by_source.setdefault(rows[i][0], []).append(rows[i][1])
-        sources = [HubImages(parts[s], image_col, rs, opts.image_cache, opts.max_side, str(fingerprints[s]))
-                   for s, rs in by_source.items()]
+        sources = [
+            HubImages(parts[s], image_col, rs, opts.image_cache, opts.max_side, str(fingerprints[s]))
+            for s, rs in by_source.items()
+        ]
         order = [i for s in by_source for i in idx if rows[i][0] == s]
-        splits[split] = Split(split, _Concat(sources), labels[order],
-                              groups=groups[order].astype(str) if groups is not None else None,
-                              ids=[ids[i] for i in order])
-    fingerprint = sha256_json({"hub": hub_id, "path": bool(extra.get("path")), "fingerprints": fingerprints,
-                               "rows": sorted(zip(result.names.tolist(), ids, labels.tolist())),
-                               "max_side": opts.max_side, "classes": list(classes)})
-    info = {"hub_id": hub_id, "path": extra.get("path"), "config": extra.get("config"),
-            "revision": extra.get("revision"), "hf_splits": chosen, "hf_fingerprints": fingerprints,
-            **result.info, "classes": list(classes), "image_cache": str(opts.image_cache) if opts.image_cache else None,
-            "max_side": opts.max_side, "grouped_by": patient_col, "on_error": "fail", "skipped": 0}
+        splits[split] = Split(
+            split,
+            _Concat(sources),
+            labels[order],
+            groups=groups[order].astype(str) if groups is not None else None,
+            ids=[ids[i] for i in order],
+        )
+    fingerprint = sha256_json(
+        {
+            "hub": hub_id,
+            "path": bool(extra.get("path")),
+            "fingerprints": fingerprints,
+            "rows": sorted(zip(result.names.tolist(), ids, labels.tolist())),
+            "max_side": opts.max_side,
+            "classes": list(classes),
+        }
+    )
+    info = {
+        "hub_id": hub_id,
+        "path": extra.get("path"),
+        "config": extra.get("config"),
+        "revision": extra.get("revision"),
+        "hf_splits": chosen,
+        "hf_fingerprints": fingerprints,
+        **result.info,
+        "classes": list(classes),
+        "image_cache": str(opts.image_cache) if opts.image_cache else None,
+        "max_side": opts.max_side,
+        "grouped_by": patient_col,
+        "on_error": "fail",
+        "skipped": 0,
+    }
     return Dataset(spec.task, classes, splits, fingerprint, info)
 
 
@@ -216,16 +302,31 @@ class _Concat:
 
 def make_spec(task: str, hub_id: str) -> DatasetSpec:
     """The spec of ``hf/<task>/<hub id>``."""
-    return DatasetSpec(name=f"hf/{task}/{hub_id}", load=load, task=task, classes=(),
-                       splits={"train": None, "val": None, "test": None}, primary_metric=PRIMARY[task],
-                       modality="any", license="see the dataset card", citation="see the dataset card",
-                       description=f"Hugging Face datasets image classification set {hub_id}, {task}")
+    return DatasetSpec(
+        name=f"hf/{task}/{hub_id}",
+        load=load,
+        task=task,
+        classes=(),
+        splits={"train": None, "val": None, "test": None},
+        primary_metric=PRIMARY[task],
+        modality="any",
+        license="see the dataset card",
+        citation="see the dataset card",
+        options=hub_options(),
+        limits=hub_limits(),
+        description=f"Hugging Face datasets image classification set {hub_id}, {task}",
+    )
 
 
 @hookimpl
 def register_datasets(register):
     """The ``hf/`` family."""
-    register(task_family("hf/", TASKS, make_spec,
-                         "named hf/<task>/<hub id>: Hugging Face `datasets` image classification (option path for "
-                         "offline copies)",
-                         ["hf/multiclass/user/dataset", "hf/binary/org/name"]))
+    register(
+        task_family(
+            "hf/",
+            TASKS,
+            make_spec,
+            "named hf/<task>/<hub id>: Hugging Face `datasets` image classification (option path for offline copies)",
+            ["hf/multiclass/user/dataset", "hf/binary/org/name"],
+        )
+    )

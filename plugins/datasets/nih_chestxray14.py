@@ -19,17 +19,47 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medfm import Dataset, DatasetSpec, hookimpl
-from medfm.csvfiles import read_list, read_table
-from medfm.filesets import Sample, build_dataset, default_data_root, parse_options, require_file, require_root
+from medfm.datasets import (
+    Dataset,
+    DatasetSpec,
+    Sample,
+    build_dataset,
+    default_data_root,
+    file_dataset_limits,
+    file_dataset_options,
+    hookimpl,
+    parse_options,
+    read_list,
+    read_table,
+    require_file,
+    require_root,
+)
 
-FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-            "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+FINDINGS = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
-LAYOUT = ("<root>/Data_Entry_2017_v2020.csv (or Data_Entry_2017.csv), <root>/train_val_list.txt, "
-          "<root>/test_list.txt, <root>/images/*.png or <root>/images_0NN/images/*.png")
-CITATION = ("Wang, X. et al. ChestX-ray8: Hospital-scale Chest X-ray Database and Benchmarks on Weakly-Supervised "
-            "Classification and Localization of Common Thorax Diseases. CVPR 2017")
+LAYOUT = (
+    "<root>/Data_Entry_2017_v2020.csv (or Data_Entry_2017.csv), <root>/train_val_list.txt, "
+    "<root>/test_list.txt, <root>/images/*.png or <root>/images_0NN/images/*.png"
+)
+CITATION = (
+    "Wang, X. et al. ChestX-ray8: Hospital-scale Chest X-ray Database and Benchmarks on Weakly-Supervised "
+    "Classification and Localization of Common Thorax Diseases. CVPR 2017"
+)
 LICENSE = "CC0 1.0 (NIH Clinical Center; cite the paper and acknowledge the NIH CC)"
 
 
@@ -63,8 +93,10 @@ def load(spec: DatasetSpec, **options: Any) -> Dataset:
         findings = [f.strip() for f in row.get("Finding Labels").split("|")]
         unknown = [f for f in findings if f not in FINDINGS and f != "No Finding"]
         if unknown:
-            raise row.error("Finding Labels", f"unknown label {unknown[0]!r}; expected 'No Finding' or "
-                                              f"|-separated names from {list(FINDINGS)}")
+            raise row.error(
+                "Finding Labels",
+                f"unknown label {unknown[0]!r}; expected 'No Finding' or |-separated names from {list(FINDINGS)}",
+            )
         label = tuple(int(f in findings) for f in FINDINGS)
         path = files.get(name, root / "images" / name)
         samples.append(Sample(path, label, name, row.get("Patient ID"), split, source=row.where("Image Index")))
@@ -75,9 +107,21 @@ def load(spec: DatasetSpec, **options: Any) -> Dataset:
 @hookimpl
 def register_datasets(register):
     """NIH ChestX-ray14."""
-    register(DatasetSpec(
-        name="nih/chestx-ray14", load=load, task="multilabel", classes=FINDINGS,
-        splits={"train": None, "val": None, "test": 25596}, primary_metric="auroc", modality="chest X-ray",
-        license=LICENSE, citation=CITATION, revision="v2020",
-        description="NIH ChestX-ray14: 112,120 frontal radiographs, 14 findings; official test list, "
-                    "val by patient from train_val_list"))
+    register(
+        DatasetSpec(
+            name="nih/chestx-ray14",
+            load=load,
+            task="multilabel",
+            classes=FINDINGS,
+            splits={"train": None, "val": None, "test": 25596},
+            primary_metric="auroc",
+            modality="chest X-ray",
+            license=LICENSE,
+            citation=CITATION,
+            revision="v2020",
+            options=file_dataset_options(),
+            limits=file_dataset_limits(),
+            description="NIH ChestX-ray14: 112,120 frontal radiographs, 14 findings; official test list, "
+            "val by patient from train_val_list",
+        )
+    )

@@ -14,16 +14,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from medfm import Dataset, DatasetSpec, UserError, hookimpl
-from medfm.filesets import Sample, build_dataset, default_data_root, parse_options, relative_id, require_root
-
-from ._common import list_images
+from medfm.datasets import (
+    Dataset,
+    DatasetSpec,
+    Sample,
+    UserError,
+    build_dataset,
+    default_data_root,
+    file_dataset_limits,
+    file_dataset_options,
+    hookimpl,
+    list_images,
+    parse_options,
+    relative_id,
+    require_root,
+)
 
 CLASSES = ("non-COVID", "COVID")
 LAYOUT = "<root>/COVID/*.png and <root>/non-COVID/*.png"
-CITATION = ("Soares, E., Angelov, P., Biaso, S., Higa Froes, M. & Kanda Abe, D. SARS-CoV-2 CT-scan dataset: "
-            "A large dataset of real patients CT scans for SARS-CoV-2 identification. medRxiv (2020), "
-            "doi:10.1101/2020.04.24.20078584")
+CITATION = (
+    "Soares, E., Angelov, P., Biaso, S., Higa Froes, M. & Kanda Abe, D. SARS-CoV-2 CT-scan dataset: "
+    "A large dataset of real patients CT scans for SARS-CoV-2 identification. medRxiv (2020), "
+    "doi:10.1101/2020.04.24.20078584"
+)
 LICENSE = "CC BY-NC-SA 4.0"
 
 
@@ -44,8 +57,20 @@ def load(spec: DatasetSpec, **options: Any) -> Dataset:
 @hookimpl
 def register_datasets(register):
     """SARS-CoV-2 CT-scan."""
-    register(DatasetSpec(
-        name="sars-cov-2-ct", load=load, task="binary", classes=CLASSES,
-        splits={"train": None, "val": None, "test": None}, primary_metric="auroc", modality="CT (2D slices)",
-        license=LICENSE, citation=CITATION, revision="1",
-        description="SARS-CoV-2 CT-scan: 1,252 COVID and 1,230 non-COVID slices; split by image (no patient ids)"))
+    register(
+        DatasetSpec(
+            name="sars-cov-2-ct",
+            load=load,
+            task="binary",
+            classes=CLASSES,
+            splits={"train": None, "val": None, "test": None},
+            primary_metric="auroc",
+            modality="CT (2D slices)",
+            license=LICENSE,
+            citation=CITATION,
+            revision="1",
+            options=file_dataset_options(),
+            limits=file_dataset_limits(),
+            description="SARS-CoV-2 CT-scan: 1,252 COVID and 1,230 non-COVID slices; split by image (no patient ids)",
+        )
+    )

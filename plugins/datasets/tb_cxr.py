@@ -19,16 +19,29 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from medfm import Dataset, DatasetSpec, UserError, hookimpl
-from medfm.filesets import Sample, build_dataset, default_data_root, parse_options, require_root
+from medfm.datasets import (
+    Dataset,
+    DatasetSpec,
+    Sample,
+    UserError,
+    build_dataset,
+    default_data_root,
+    file_dataset_limits,
+    file_dataset_options,
+    hookimpl,
+    parse_options,
+    require_root,
+)
 
 CLASSES = ("normal", "tuberculosis")
-CITATION = ("Jaeger, S. et al. Two public chest X-ray datasets for computer-aided screening of pulmonary diseases. "
-            "Quant. Imaging Med. Surg. 4(6), 475-477 (2014)")
+CITATION = (
+    "Jaeger, S. et al. Two public chest X-ray datasets for computer-aided screening of pulmonary diseases. "
+    "Quant. Imaging Med. Surg. 4(6), 475-477 (2014)"
+)
 LICENSE = "public, U.S. National Library of Medicine (cite Jaeger et al. 2014)"
 SETS = {"montgomery": ("MontgomerySet", "MCUCXR"), "shenzhen": ("ChinaSet_AllFiles", "CHNCXR")}
 SUFFIX = re.compile(r"_([01])$")
@@ -70,19 +83,25 @@ def make_load(key: str):
             if not m:
                 raise UserError(f"{spec.name}: file {path} has no _0 (normal) or _1 (TB) suffix; expected {layout}")
             samples.append(Sample(path, int(m.group(1)), f"CXR_png/{path.name}", path.stem, source="CXR_png"))
-        masks = None
+        masks: Callable[[list[Sample]], LungMasks] | None = None
         mask_dir = root / "ManualMask"
         if key == "montgomery" and mask_dir.is_dir():
+
             def masks(members: list[Sample]) -> LungMasks:
                 left = [mask_dir / "leftMask" / s.path.name for s in members]
                 right = [mask_dir / "rightMask" / s.path.name for s in members]
                 absent = [p for p in left + right if not p.is_file()]
                 if absent:
-                    raise UserError(f"{spec.name}: lung mask {absent[0]} does not exist; expected "
-                                    "<root>/ManualMask/{leftMask,rightMask}/<image name>")
+                    raise UserError(
+                        f"{spec.name}: lung mask {absent[0]} does not exist; expected "
+                        "<root>/ManualMask/{leftMask,rightMask}/<image name>"
+                    )
                 return LungMasks(left, right)
-        info = {"grouped_by": "image (one image per patient)",
-                "masks": "0 background, 1 left lung, 2 right lung" if masks else None}
+
+        info = {
+            "grouped_by": "image (one image per patient)",
+            "masks": "0 background, 1 left lung, 2 right lung" if masks else None,
+        }
         return build_dataset(spec.name, "binary", CLASSES, samples, opts, info, masks=masks)
 
     return load
@@ -91,11 +110,25 @@ def make_load(key: str):
 @hookimpl
 def register_datasets(register):
     """Montgomery County and Shenzhen TB sets."""
-    for key, (folder, _), n, where in (("montgomery", SETS["montgomery"], 138, "Montgomery County, MD, USA"),
-                                       ("shenzhen", SETS["shenzhen"], 662, "Shenzhen No.3 Hospital, China")):
-        register(DatasetSpec(
-            name=f"tb/{key}", load=make_load(key), task="binary", classes=CLASSES,
-            splits={"train": None, "val": None, "test": None}, primary_metric="auroc", modality="chest X-ray",
-            license=LICENSE, citation=CITATION, revision="1",
-            description=f"{folder}: {n} chest radiographs from {where}, TB vs normal from the file name"
-                        + ("; left/right lung masks" if key == "montgomery" else "")))
+    for key, (folder, _), n, where in (
+        ("montgomery", SETS["montgomery"], 138, "Montgomery County, MD, USA"),
+        ("shenzhen", SETS["shenzhen"], 662, "Shenzhen No.3 Hospital, China"),
+    ):
+        register(
+            DatasetSpec(
+                name=f"tb/{key}",
+                load=make_load(key),
+                task="binary",
+                classes=CLASSES,
+                splits={"train": None, "val": None, "test": None},
+                primary_metric="auroc",
+                modality="chest X-ray",
+                license=LICENSE,
+                citation=CITATION,
+                revision="1",
+                options=file_dataset_options(),
+                limits=file_dataset_limits(),
+                description=f"{folder}: {n} chest radiographs from {where}, TB vs normal from the file name"
+                + ("; left/right lung masks" if key == "montgomery" else ""),
+            )
+        )

@@ -32,17 +32,25 @@ Losses: softmax cross-entropy for multi-class and ordinal tasks; per-label BCE f
 multi-label tasks; for binary tasks one logistic output per head (BCE), the same model as a
 two-way softmax (whose probability is a sigmoid of the logit difference) without its
 redundant second weight vector, which halves the work of every step.
+
+torch is imported inside the functions and methods that compute: listing the registry imports
+the protocol modules (and so this one), and must not import torch.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 
 def with_bias_column(x: torch.Tensor) -> torch.Tensor:
     """(N, D) inputs as contiguous float32 (N, D + 1) with a trailing column of ones (the bias input)."""
+    import torch
+
     out = torch.empty(x.shape[0], x.shape[1] + 1, dtype=torch.float32, device=x.device)
     out[:, :-1] = x
     out[:, -1] = 1.0
@@ -66,6 +74,8 @@ def kernel(rows: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     rank-k update (half the multiply-adds; about 2x faster than ``torch.mm`` here); other rows
     through ``torch.mm`` (15% faster than numpy for those shapes).
     """
+    import torch
+
     if rows is basis:
         r = rows.numpy()
         return torch.from_numpy(np.ascontiguousarray(r @ r.T, dtype=np.float32))
@@ -75,6 +85,8 @@ def kernel(rows: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 def to_primal(weight: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """Dual weights (H, C, N + 1) (coefficients of the N training rows ``basis``, then the bias)
     as primal weights (H, C, D + 1)."""
+    import torch
+
     h, c, n1 = weight.shape
     w = weight[..., :-1].reshape(h * c, n1 - 1) @ basis
     return torch.cat([w.view(h, c, -1), weight[..., -1:]], -1)
@@ -92,8 +104,18 @@ class HeadStack:
     rows to the heads' original positions.
     """
 
-    def __init__(self, task: str, dim: int, outputs: int, lrs: torch.Tensor, weight_decays: torch.Tensor,
-                 momentum: float = 0.9, weight: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        task: str,
+        dim: int,
+        outputs: int,
+        lrs: torch.Tensor,
+        weight_decays: torch.Tensor,
+        momentum: float = 0.9,
+        weight: torch.Tensor | None = None,
+    ) -> None:
+        import torch
+
         heads = len(lrs)
         self.task = task
         self.weight = torch.zeros(heads, outputs, dim + 1) if weight is None else weight.float().clone()
@@ -116,8 +138,9 @@ class HeadStack:
         h, c, d = w.shape
         return (x @ w.reshape(h * c, d).T).view(-1, h, c)
 
-    def logit_gradient(self, x: torch.Tensor, y: torch.Tensor,
-                       class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def logit_gradient(
+        self, x: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Gradient (H, C, B) of every head's mean loss on the batch (``head_losses``) with respect
         to its logits on the inputs ``x``, in closed form.
 
@@ -126,8 +149,9 @@ class HeadStack:
         g, scale = self._unscaled_logit_gradient(x, y, class_weights)
         return g.mul_(scale) if scale != 1.0 else g
 
-    def _unscaled_logit_gradient(self, x: torch.Tensor, y: torch.Tensor,
-                                 class_weights: torch.Tensor | None) -> tuple[torch.Tensor, float]:
+    def _unscaled_logit_gradient(
+        self, x: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor | None
+    ) -> tuple[torch.Tensor, float]:
         """``logit_gradient`` as an unscaled tensor and the scalar that scales it (the 1 / (B C) of
         the BCE mean), so that the primal training step can fold that scalar into the product
         that consumes the gradient instead of spending an operation on it.
@@ -136,6 +160,8 @@ class HeadStack:
         matrix product is about 20% faster than inputs times weights transposed, and the gradient's
         own product then reads it contiguously.
         """
+        import torch
+
         h, c, d = self.weight.shape
         z = (self.weight.view(h * c, d) @ x.T).view(h, c, -1)
         b = z.shape[2]
@@ -143,7 +169,9 @@ class HeadStack:
             yt = y.T  # (C, B): the same targets for every head
             if class_weights is None:
                 return torch.sigmoid_(z).sub_(yt), 1.0 / (b * c)
-            wy = class_weights.view(-1, 1) * yt  # d/dz of -[w y log s(z) + (1 - y) log(1 - s(z))] = s(z) (w y + 1 - y) - w y
+            wy = (
+                class_weights.view(-1, 1) * yt
+            )  # d/dz of -[w y log s(z) + (1 - y) log(1 - s(z))] = s(z) (w y + 1 - y) - w y
             return torch.sigmoid_(z).mul_(wy + 1 - yt).sub_(wy), 1.0 / (b * c)
         g = torch.softmax(z, 1)
         g[:, y, torch.arange(b)] -= 1.0
@@ -156,62 +184,82 @@ class HeadStack:
         h, c, b = g.shape
         return (g.view(h * c, b) @ x).view(h, c, -1)
 
-    def dual_gradient(self, k: torch.Tensor, index: torch.Tensor, y: torch.Tensor,
-                      class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def dual_gradient(
+        self, k: torch.Tensor, index: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Dual counterpart of ``gradient``: ``k`` are the batch's kernel rows (``with_bias_column``
         of ``K[index]``), and the gradient with respect to the coefficients is the logit gradient
         placed on the batch's own rows (``X^T g`` in the primal), plus its sum for the bias."""
+        import torch
+
         g = self.logit_gradient(k, y, class_weights)  # (H, C, B)
         grad = torch.zeros_like(self.weight).index_add_(2, index, g)  # adds: a row may occur twice in a batch
         grad[:, :, -1] = g.sum(2)
         return grad
 
-    @torch.no_grad()
     def step(self, grad: torch.Tensor, scale: float = 1.0) -> None:
         """One SGD step with momentum of every head (``grad`` is consumed); ``scale`` multiplies
         every learning rate (a schedule). ``torch.optim.SGD``'s update: ``d = grad + wd * w``,
-        ``buffer = momentum * buffer + d``, ``w -= lr * buffer``."""
-        self.t += 1
-        grad.addcmul_(self.weight, self.decay)
-        self.buffer.mul_(self.momentum).add_(grad)
-        self.weight.addcmul_(self.buffer, self.lr, value=-scale)
+        ``buffer = momentum * buffer + d``, ``w -= lr * buffer``. Outside autograd."""
+        import torch
 
-    @torch.no_grad()
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor | None = None,
-                   scale: float = 1.0, index: torch.Tensor | None = None) -> None:
+        with torch.no_grad():
+            self.t += 1
+            grad.addcmul_(self.weight, self.decay)
+            self.buffer.mul_(self.momentum).add_(grad)
+            self.weight.addcmul_(self.buffer, self.lr, value=-scale)
+
+    def train_step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        class_weights: torch.Tensor | None = None,
+        scale: float = 1.0,
+        index: torch.Tensor | None = None,
+    ) -> None:
         """``step(gradient(x, y))`` (primal; or ``dual_gradient`` when the batch's training-row
         ``index`` is given) with the gradient accumulated straight into the momentum buffer: one
         fused multiply-add product (primal) or one scatter-add (dual) instead of a gradient
-        tensor. The training loop's step; equal to the reference ``step`` (tested)."""
-        g, alpha = self._unscaled_logit_gradient(x, y, class_weights)
-        h, c, b = g.shape
-        self.t += 1
-        if index is None:
-            self.buffer.view(h * c, -1).addmm_(g.view(h * c, b), x, beta=self.momentum, alpha=alpha)
-        else:
-            if alpha != 1.0:  # index_add_ with an alpha is 3x slower than scaling first (measured)
-                g.mul_(alpha)
-            self.buffer.mul_(self.momentum).index_add_(2, index, g)
-            self.buffer[..., -1].add_(g.sum(2))
-        self.buffer.addcmul_(self.weight, self.decay)
-        self.weight.addcmul_(self.buffer, self.lr, value=-scale)
+        tensor. The training loop's step; equal to the reference ``step`` (tested). Outside autograd."""
+        import torch
+
+        with torch.no_grad():
+            g, alpha = self._unscaled_logit_gradient(x, y, class_weights)
+            h, c, b = g.shape
+            self.t += 1
+            if index is None:
+                self.buffer.view(h * c, -1).addmm_(g.view(h * c, b), x, beta=self.momentum, alpha=alpha)
+            else:
+                if alpha != 1.0:  # index_add_ with an alpha is 3x slower than scaling first (measured)
+                    g.mul_(alpha)
+                self.buffer.mul_(self.momentum).index_add_(2, index, g)
+                self.buffer[..., -1].add_(g.sum(2))
+            self.buffer.addcmul_(self.weight, self.decay)
+            self.weight.addcmul_(self.buffer, self.lr, value=-scale)
 
     def finite_heads(self) -> torch.Tensor:
         """(H,) whether each head's weights are all finite (a diverged head's are not)."""
+        import torch
+
         return torch.isfinite(self.weight).all(2).all(1)
 
     def keep(self, mask: torch.Tensor) -> None:
         """Keep only the heads in ``mask`` (H,) bool; the others leave the stack for good."""
         if bool(mask.all()):
             return
+        import torch
+
         index = torch.nonzero(mask).flatten()
         self.weight, self.buffer, self.lr, self.weight_decay, self.decay, self.ids = (
-            t.index_select(0, index).contiguous() for t in (self.weight, self.buffer, self.lr,
-                                                           self.weight_decay, self.decay, self.ids))
+            t.index_select(0, index).contiguous()
+            for t in (self.weight, self.buffer, self.lr, self.weight_decay, self.decay, self.ids)
+        )
 
 
 def training_targets(task: str, labels: np.ndarray) -> torch.Tensor:
     """Targets for the loss: float (N, 1) for binary, float (N, C) for multi-label, int64 (N,) otherwise."""
+    import torch
+
     labels = np.asarray(labels)
     if task == "multilabel":
         return torch.from_numpy(labels.astype(np.float32))
@@ -222,6 +270,8 @@ def training_targets(task: str, labels: np.ndarray) -> torch.Tensor:
 def class_weights_for(task: str, y: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Inverse-frequency weights: ``neg / pos`` per logistic output (BCE ``pos_weight``), or
     ``N / (C * count)`` per class (cross-entropy ``weight``). ``y`` from ``training_targets``."""
+    import torch
+
     if uses_bce(task):
         pos = y.sum(0).clamp_min(1)
         return (len(y) - pos) / pos
@@ -229,18 +279,22 @@ def class_weights_for(task: str, y: torch.Tensor, n_classes: int) -> torch.Tenso
     return counts.sum() / (n_classes * counts)
 
 
-def head_losses(task: str, logits: torch.Tensor, y: torch.Tensor,
-                class_weights: torch.Tensor | None = None) -> torch.Tensor:
+def head_losses(
+    task: str, logits: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-head mean loss (H,) of (B, H, C) logits: BCE (binary, multi-label) or softmax cross-entropy.
 
     The loss whose gradient ``HeadStack.gradient`` computes. Class weights follow PyTorch's
     conventions: ``pos_weight`` for BCE and ``weight`` for cross-entropy (a weighted mean over
     the batch).
     """
+    import torch.nn.functional as F
+
     b, h, c = logits.shape
     if uses_bce(task):
-        per = F.binary_cross_entropy_with_logits(logits, y.unsqueeze(1).expand(b, h, c), reduction="none",
-                                                 pos_weight=class_weights)
+        per = F.binary_cross_entropy_with_logits(
+            logits, y.unsqueeze(1).expand(b, h, c), reduction="none", pos_weight=class_weights
+        )
         return per.mean((0, 2))
     per = F.cross_entropy(logits.reshape(b * h, c), y.repeat_interleave(h), reduction="none").view(b, h)
     if class_weights is None:
@@ -251,6 +305,8 @@ def head_losses(task: str, logits: torch.Tensor, y: torch.Tensor,
 
 def head_scores(task: str, logits: torch.Tensor) -> torch.Tensor:
     """(..., C) probabilities: ``[1 - p, p]`` for binary, a sigmoid per label, or a softmax."""
+    import torch
+
     if task == "binary":
         p = torch.sigmoid(logits)
         return torch.cat([1 - p, p], -1)

@@ -29,30 +29,33 @@ No hyper-parameter is tuned on validation: a few-shot learner does not have one.
 
 **Reported test predictions** (the record's metrics and confidence intervals): the first
 episode (e = 0) of the largest feasible n. The curve holds every other episode.
+
+torch, scikit-learn and the frozen-feature, selection and metric helpers (torch, threadpoolctl,
+scikit-learn, scipy) are imported inside the functions that compute: listing the registry
+imports this module, and must not import them.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
-from sklearn.multiclass import OneVsRestClassifier
 
-from medfm import Context, FeatureSet, ProtocolOutput, ProtocolSpec, UserError, hookimpl
-from medfm.metrics import point_metrics
-from medfm.selection import one_hot_targets
+from medfm.protocols import ProtocolSpec, UserError, at_least, greater_than, hookimpl
 
-from ._common import NAN_LOSS, feature_flags, limit_threads, load_kind, safe_scores
 from .knn import knn_scores
 
-CITATION = ("Wang, Y. et al. SimpleShot: Revisiting Nearest-Neighbor Classification for Few-Shot Learning. "
-            "arXiv:1911.04623 (2019).")
+if TYPE_CHECKING:
+    import torch
+
+    from medfm.protocols import Context, FeatureSet, ProtocolOutput
+
+CITATION = (
+    "Wang, Y. et al. SimpleShot: Revisiting Nearest-Neighbor Classification for Few-Shot Learning. "
+    "arXiv:1911.04623 (2019)."
+)
 CLASSIFIERS = ("prototype", "knn", "linear")
 MIN_EPISODES = 5
 
@@ -80,8 +83,7 @@ def feasible(task: str, train: FeatureSet, n_classes: int, shots: int) -> bool:
     return all(int((y == c).sum()) >= shots for c in range(n_classes))
 
 
-def sample_support(task: str, train: FeatureSet, n_classes: int, shots: int,
-                   rng: np.random.Generator) -> np.ndarray:
+def sample_support(task: str, train: FeatureSet, n_classes: int, shots: int, rng: np.random.Generator) -> np.ndarray:
     """Sorted indices into the training split forming one episode's support set."""
     labels = np.asarray(train.labels)
     if task != "multilabel":
@@ -112,18 +114,25 @@ def check_no_leak(train: FeatureSet, support: np.ndarray, test: FeatureSet) -> N
 # ---------------------------------------------------------------- classifiers
 def cl2n(support: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     """Centre on the support mean, then L2-normalise (SimpleShot's CL2N)."""
+    import torch.nn.functional as F
+
     centre = support.mean(0, keepdim=True)
     return [F.normalize(t - centre, dim=1) for t in (support, *others)]
 
 
-def prototype_scores(task: str, xs: torch.Tensor, ys: np.ndarray, xq: torch.Tensor, n_classes: int,
-                     temperature: float) -> np.ndarray:
+def prototype_scores(
+    task: str, xs: torch.Tensor, ys: np.ndarray, xq: torch.Tensor, n_classes: int, temperature: float
+) -> np.ndarray:
     """Nearest-class-mean scores (SimpleShot)."""
+    import torch
+
+    from medfm.protocols import one_hot_targets
+
     targets = torch.from_numpy(one_hot_targets(task, ys, n_classes)).double()
     xs, xq = xs.double(), xq.double()
     if task != "multilabel":
         protos = (targets.T @ xs) / targets.sum(0).clamp_min(1).unsqueeze(1)
-        return torch.softmax(-torch.cdist(xq, protos) ** 2 / temperature, 1).numpy()
+        return torch.softmax(-(torch.cdist(xq, protos) ** 2) / temperature, 1).numpy()
     pos = (targets.T @ xs) / targets.sum(0).clamp_min(1).unsqueeze(1)
     neg_w = 1 - targets
     # a label with no negative in the support compares with the support centre (0 after centring)
@@ -132,9 +141,14 @@ def prototype_scores(task: str, xs: torch.Tensor, ys: np.ndarray, xq: torch.Tens
     return torch.sigmoid((d_neg - d_pos) / temperature).numpy()
 
 
-def linear_scores(task: str, xs: np.ndarray, ys: np.ndarray, xq: np.ndarray, n_classes: int,
-                  c: float) -> tuple[np.ndarray, float]:
+def linear_scores(
+    task: str, xs: np.ndarray, ys: np.ndarray, xq: np.ndarray, n_classes: int, c: float
+) -> tuple[np.ndarray, float]:
     """Logistic regression on the support: query scores and support log-loss."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.multiclass import OneVsRestClassifier
+
     model: Any = LogisticRegression(C=c, solver="lbfgs", max_iter=1000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -151,9 +165,14 @@ def linear_scores(task: str, xs: np.ndarray, ys: np.ndarray, xq: np.ndarray, n_c
         return out_q, loss
 
 
-def episode_scores(task: str, classifier: str, xs: torch.Tensor, ys: np.ndarray, xq: torch.Tensor,
-                   n_classes: int, options: dict) -> tuple[np.ndarray, float | None]:
+def episode_scores(
+    task: str, classifier: str, xs: torch.Tensor, ys: np.ndarray, xq: torch.Tensor, n_classes: int, options: dict
+) -> tuple[np.ndarray, float | None]:
     """Test scores (N, C) of one episode's classifier, and its training loss where it has one."""
+    import torch
+
+    from medfm.protocols import one_hot_targets
+
     xs, xq = cl2n(xs, xq)
     if classifier == "prototype":
         return prototype_scores(task, xs, ys, xq, n_classes, float(options["temperature"])), None
@@ -169,6 +188,16 @@ def episode_scores(task: str, classifier: str, xs: torch.Tensor, ys: np.ndarray,
 # ---------------------------------------------------------------- protocol
 def run_episodes(ctx: Context, classifier: str) -> ProtocolOutput:
     """Every (n, episode) for one classifier; the curve in ``extra``, the reported episode's predictions."""
+    from medfm.protocols import (
+        NAN_LOSS,
+        ProtocolOutput,
+        feature_flags,
+        limit_threads,
+        load_kind,
+        point_metrics,
+        safe_scores,
+    )
+
     o = ctx.options
     task, n_classes, metric = ctx.task, len(ctx.classes), ctx.dataset_spec.primary_metric
     episodes = int(o["episodes"])
@@ -197,8 +226,9 @@ def run_episodes(ctx: Context, classifier: str) -> ProtocolOutput:
             for e in range(episodes):
                 support = sample_support(task, train, n_classes, n, episode_rng(ctx.seed, n, e))
                 check_no_leak(train, support, test)
-                scores, loss = episode_scores(task, classifier, x_train[support], train_labels[support], x_test,
-                                              n_classes, o)
+                scores, loss = episode_scores(
+                    task, classifier, x_train[support], train_labels[support], x_test, n_classes, o
+                )
                 if loss is not None:
                     losses.append(loss)
                     if not math.isfinite(loss) and NAN_LOSS not in flags:
@@ -215,16 +245,23 @@ def run_episodes(ctx: Context, classifier: str) -> ProtocolOutput:
                 curve["per_episode"].setdefault(name, []).append(vs)
     curve["mean"] = {name: [_mean(v) for v in rows] for name, rows in curve["per_episode"].items()}
     curve["std"] = {name: [_std(v) for v in rows] for name, rows in curve["per_episode"].items()}
+    assert reported is not None  # the first episode of the largest n always runs
     scores, support = reported
     return ProtocolOutput(
-        ids=test.ids, scores=scores,
+        ids=test.ids,
+        scores=scores,
         selected={"classifier": classifier, "shots": usable[-1], "episode": 0, "feature_kind": feats.kind},
-        extra={"curve": curve, "episodes": episodes, "skipped_shots": [n for n in shots if n not in usable],
-               "unit": "patient" if task == "multilabel" and train.groups is not None else "image",
-               "reported": f"episode 0 of n = {usable[-1]} (the largest feasible n)",
-               "reported_support_ids": [str(train.ids[i]) for i in support],
-               "max_support_log_loss": max(losses) if losses and all(map(math.isfinite, losses)) else None},
-        flags=feature_flags(feats) + flags)
+        extra={
+            "curve": curve,
+            "episodes": episodes,
+            "skipped_shots": [n for n in shots if n not in usable],
+            "unit": "patient" if task == "multilabel" and train.groups is not None else "image",
+            "reported": f"episode 0 of n = {usable[-1]} (the largest feasible n)",
+            "reported_support_ids": [str(train.ids[i]) for i in support],
+            "max_support_log_loss": max(losses) if losses and all(map(math.isfinite, losses)) else None,
+        },
+        flags=feature_flags(feats) + flags,
+    )
 
 
 def _mean(values: list[float]) -> float | None:
@@ -249,8 +286,23 @@ def _protocol(classifier: str):
     return run
 
 
-DEFAULTS = {"shots": [1, 2, 4, 8, 16], "episodes": 5, "feature_kind": "default", "temperature": 0.07, "k": 20,
-            "C": 1.0, "threads": 1}
+DEFAULTS = {
+    "shots": [1, 2, 4, 8, 16],
+    "episodes": 5,
+    "feature_kind": "default",
+    "temperature": 0.07,
+    "k": 20,
+    "C": 1.0,
+    "threads": 1,
+}
+LIMITS = {
+    "shots": at_least(1),
+    "episodes": at_least(1),
+    "temperature": greater_than(0),
+    "k": at_least(1),
+    "C": greater_than(0),
+    "threads": at_least(0),
+}
 DESCRIPTIONS = {
     "prototype": "few-shot SimpleShot (centred, L2-normalised nearest class mean); n = 1..16 per class, 5 episodes",
     "knn": "few-shot weighted kNN on the support set; n = 1..16 per class, 5 episodes",
@@ -262,6 +314,15 @@ DESCRIPTIONS = {
 def register_protocols(register):
     """Few-shot: SimpleShot prototypes, kNN and logistic regression."""
     for classifier in CLASSIFIERS:
-        register(ProtocolSpec(
-            name=f"few_shot_{classifier}", run=_protocol(classifier), needs=frozenset({"features"}), version="1",
-            defaults=dict(DEFAULTS), description=DESCRIPTIONS[classifier], citation=CITATION))
+        register(
+            ProtocolSpec(
+                name=f"few_shot_{classifier}",
+                run=_protocol(classifier),
+                needs=frozenset({"features"}),
+                version="1",
+                defaults=dict(DEFAULTS),
+                limits=LIMITS,
+                description=DESCRIPTIONS[classifier],
+                citation=CITATION,
+            )
+        )

@@ -26,31 +26,70 @@ does not offer (``cls_mean_patch`` or ``last4_cls`` of a CNN) are skipped and li
 A head whose weights stop being finite (its loss went NaN/inf) leaves the grid and is never
 selected; the record counts such heads (``extra.diverged_heads``). If every head diverges the
 result is flagged ``nan_loss``.
+
+torch and the frozen-feature and selection helpers (torch, threadpoolctl, scikit-learn) are
+imported inside the functions that compute: listing the registry imports this module, and must
+not import them.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
 
-from medfm import Context, ProtocolOutput, ProtocolSpec, UserError, hookimpl
-from medfm.selection import best_index, validation_scores
+from medfm.protocols import OptionLimit, ProtocolSpec, UserError, at_least, greater_than, hookimpl, one_of
 
-from ._common import NAN_LOSS, KindFeatures, feature_flags, limit_threads, load_kinds, safe_scores, standardise
-from ._heads import (HeadStack, class_weights_for, head_losses, head_outputs, head_scores, kernel, to_primal,
-                     training_targets, with_bias_column)
+from ._heads import (
+    HeadStack,
+    class_weights_for,
+    head_losses,
+    head_outputs,
+    head_scores,
+    kernel,
+    to_primal,
+    training_targets,
+    with_bias_column,
+)
 
-CITATION = "Oquab, M. et al. DINOv2: Learning Robust Visual Features without Supervision. TMLR 2024 (linear evaluation)."
+if TYPE_CHECKING:
+    import torch
+
+    from medfm.protocols import Context, KindFeatures, ProtocolOutput
+
+CITATION = (
+    "Oquab, M. et al. DINOv2: Learning Robust Visual Features without Supervision. TMLR 2024 (linear evaluation)."
+)
 DEFAULT_KINDS = ["default", "cls_mean_patch", "last4_cls"]
 REPRESENTATIONS = ("auto", "primal", "dual")
-DEFAULTS = {"feature_kinds": DEFAULT_KINDS, "lrs": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
-            "weight_decays": [0.0, 1e-4, 1e-3, 1e-2], "epochs": 30, "batch_size": 256, "eval_every": 5,
-            "patience": 4, "head_patience": None, "momentum": 0.9, "class_balanced": False,
-            "representation": "auto", "threads": 1}
+DEFAULTS = {
+    "feature_kinds": DEFAULT_KINDS,
+    "lrs": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+    "weight_decays": [0.0, 1e-4, 1e-3, 1e-2],
+    "epochs": 30,
+    "batch_size": 256,
+    "eval_every": 5,
+    "patience": 4,
+    "head_patience": None,
+    "momentum": 0.9,
+    "class_balanced": False,
+    "representation": "auto",
+    "threads": 1,
+}
+LIMITS = {
+    "lrs": greater_than(0),
+    "weight_decays": at_least(0),
+    "epochs": at_least(1),
+    "batch_size": at_least(1),
+    "eval_every": at_least(1),
+    "patience": at_least(1),
+    "head_patience": at_least(1),
+    "momentum": OptionLimit(minimum=0.0, maximum=1.0, max_inclusive=False),
+    "representation": one_of(*REPRESENTATIONS),
+    "threads": at_least(0),
+}
 
 
 @dataclass
@@ -106,20 +145,42 @@ def dual_pays(n: int, dim: int, n_val: int, outputs: int, epochs: int) -> bool:
     return n < dim and dual < primal
 
 
-def make_bank(task: str, kf: KindFeatures, outputs: int, lrs: torch.Tensor, wds: torch.Tensor, momentum: float,
-              epochs: int, representation: str) -> Bank:
+def make_bank(
+    task: str,
+    kf: KindFeatures,
+    outputs: int,
+    lrs: torch.Tensor,
+    wds: torch.Tensor,
+    momentum: float,
+    epochs: int,
+    representation: str,
+) -> Bank:
     """Standardise one kind's features and stack its heads, in the representation asked for
     (``auto``: the dual one when ``dual_pays``)."""
+    from medfm.protocols import standardise
+
     x_tr, x_va, x_te = standardise(kf.tensors["train"], kf.tensors["val"], kf.tensors["test"])
     n, dim = x_tr.shape
     dual = representation == "dual" or (
-        representation == "auto" and dual_pays(n, dim, len(x_va), outputs * len(lrs), epochs))
+        representation == "auto" and dual_pays(n, dim, len(x_va), outputs * len(lrs), epochs)
+    )
     features = {"train": x_tr, "test": x_te}
     if not dual:
-        return Bank(kf.kind, with_bias_column(x_tr), with_bias_column(x_va), features,
-                    HeadStack(task, dim, outputs, lrs, wds, momentum))
-    return Bank(kf.kind, with_bias_column(kernel(x_tr, x_tr)), with_bias_column(kernel(x_va, x_tr)), features,
-                HeadStack(task, n, outputs, lrs, wds, momentum), dual=True)
+        return Bank(
+            kf.kind,
+            with_bias_column(x_tr),
+            with_bias_column(x_va),
+            features,
+            HeadStack(task, dim, outputs, lrs, wds, momentum),
+        )
+    return Bank(
+        kf.kind,
+        with_bias_column(kernel(x_tr, x_tr)),
+        with_bias_column(kernel(x_va, x_tr)),
+        features,
+        HeadStack(task, n, outputs, lrs, wds, momentum),
+        dual=True,
+    )
 
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
@@ -130,7 +191,9 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor, buffer: torch.Tensor) -> t
     row once more from memory), with ``index_select`` into preallocated memory (measured 2x
     faster than ``numpy.take`` with ``out`` here).
     """
-    out = buffer if len(index) == len(buffer) else buffer[:len(index)]  # a view as `out` costs 40% more
+    import torch
+
+    out = buffer if len(index) == len(buffer) else buffer[: len(index)]  # a view as `out` costs 40% more
     return torch.index_select(x, 0, index, out=out)
 
 
@@ -151,6 +214,8 @@ def batch_stream(n: int, batch: int, epochs: int, generator: torch.Generator) ->
     per-pass loop would end each pass with a ragged remainder (34 rows of BreastMNIST's 546 at
     batch 256): a full step's fixed cost for a noisy gradient.
     """
+    import torch
+
     total = n * epochs
     order, pos = torch.randperm(n, generator=generator), 0
     for start in range(0, total, batch):
@@ -159,15 +224,29 @@ def batch_stream(n: int, batch: int, epochs: int, generator: torch.Generator) ->
             if pos == n:
                 order, pos = torch.randperm(n, generator=generator), 0
             take = min(need, n - pos)
-            parts.append(order[pos:pos + take])
+            parts.append(order[pos : pos + take])
             pos, need = pos + take, need - take
         yield (parts[0] if len(parts) == 1 else torch.cat(parts)), min(start + batch, total) // n
 
 
-def train_grid(task: str, metric: str, kinds: list[KindFeatures], y: torch.Tensor, val_labels: np.ndarray,
-               n_classes: int, grid: list[tuple[float, float]], epochs: int, batch_size: int, eval_every: int,
-               patience: int, class_weights: torch.Tensor | None, generator: torch.Generator,
-               head_patience: int | None = None, momentum: float = 0.9, representation: str = "auto") -> dict:
+def train_grid(
+    task: str,
+    metric: str,
+    kinds: list[KindFeatures],
+    y: torch.Tensor,
+    val_labels: np.ndarray,
+    n_classes: int,
+    grid: list[tuple[float, float]],
+    epochs: int,
+    batch_size: int,
+    eval_every: int,
+    patience: int,
+    class_weights: torch.Tensor | None,
+    generator: torch.Generator,
+    head_patience: int | None = None,
+    momentum: float = 0.9,
+    representation: str = "auto",
+) -> dict:
     """Train one stack of heads per feature kind; return the best checkpoint of every head.
 
     Every ``eval_every`` epochs each head is scored on validation and keeps its best
@@ -178,6 +257,10 @@ def train_grid(task: str, metric: str, kinds: list[KindFeatures], y: torch.Tenso
     on kind ``i``. Checkpoints are in each bank's representation (``Bank.primal`` converts).
     The learning rate follows a cosine from its value to 0 over all the steps of ``epochs``.
     """
+    import torch
+
+    from medfm.protocols import validation_scores
+
     lrs = torch.tensor([g[0] for g in grid])
     wds = torch.tensor([g[1] for g in grid])
     outputs = head_outputs(task, n_classes)
@@ -228,14 +311,28 @@ def train_grid(task: str, metric: str, kinds: list[KindFeatures], y: torch.Tenso
                     leave |= stale_head[ids] >= head_patience
                 stack.keep(~leave)
         top = selectable_best(best_val, dead)
-        history.append({"epoch": epoch, "best_val": top if math.isfinite(top) else None,
-                        "training_heads": sum(b.stack.heads for b in banks)})
+        history.append(
+            {
+                "epoch": epoch,
+                "best_val": top if math.isfinite(top) else None,
+                "training_heads": sum(b.stack.heads for b in banks),
+            }
+        )
         stale = 0 if top > before else stale + 1
         live = [i for i, b in enumerate(banks) if b.stack.heads]
         if stale >= patience or not live:
             break
-    return {"banks": banks, "best_val": best_val, "best_epoch": best_epoch, "best_w": best_w, "dead": dead,
-            "history": history, "epochs_run": epoch, "steps": step, "head_epochs": round(head_epochs, 3)}
+    return {
+        "banks": banks,
+        "best_val": best_val,
+        "best_epoch": best_epoch,
+        "best_w": best_w,
+        "dead": dead,
+        "history": history,
+        "epochs_run": epoch,
+        "steps": step,
+        "head_epochs": round(head_epochs, 3),
+    }
 
 
 def as_list(value: object) -> list:
@@ -257,12 +354,25 @@ def check_options(o: dict) -> None:
     if not 0 <= float(o["momentum"]) < 1:
         raise UserError(f"linear_probe: `momentum` must be in [0, 1); got {o['momentum']}")
     if o["representation"] not in REPRESENTATIONS:
-        raise UserError(f"linear_probe: `representation` must be one of {', '.join(REPRESENTATIONS)}; "
-                        f"got {o['representation']!r}")
+        raise UserError(
+            f"linear_probe: `representation` must be one of {', '.join(REPRESENTATIONS)}; got {o['representation']!r}"
+        )
 
 
 def run(ctx: Context) -> ProtocolOutput:
     """Train the grid, select on validation, predict test with the selected head."""
+    import torch
+
+    from medfm.protocols import (
+        NAN_LOSS,
+        ProtocolOutput,
+        best_index,
+        feature_flags,
+        limit_threads,
+        load_kinds,
+        safe_scores,
+    )
+
     o = ctx.options
     check_options(o)
     task, n_classes, metric = ctx.task, len(ctx.classes), ctx.dataset_spec.primary_metric
@@ -273,10 +383,24 @@ def run(ctx: Context) -> ProtocolOutput:
     cw = class_weights_for(task, y, n_classes) if o["class_balanced"] else None
     gen = torch.Generator().manual_seed(ctx.seed)
     with ctx.timer("fit"), limit_threads(o.get("threads")):
-        out = train_grid(task, metric, kinds, y, ref["val"].labels, n_classes, grid, int(o["epochs"]),
-                         int(o["batch_size"]), int(o["eval_every"]), int(o["patience"]), cw, gen,
-                         head_patience=o.get("head_patience"), momentum=float(o["momentum"]),
-                         representation=str(o["representation"]))
+        out = train_grid(
+            task,
+            metric,
+            kinds,
+            y,
+            ref["val"].labels,
+            n_classes,
+            grid,
+            int(o["epochs"]),
+            int(o["batch_size"]),
+            int(o["eval_every"]),
+            int(o["patience"]),
+            cw,
+            gen,
+            head_patience=o.get("head_patience"),
+            momentum=float(o["momentum"]),
+            representation=str(o["representation"]),
+        )
     banks, h_per = out["banks"], len(grid)
     flags = feature_flags(*kinds)
     selectable = out["best_val"].clone()
@@ -288,7 +412,7 @@ def run(ctx: Context) -> ProtocolOutput:
     bank_i, h = divmod(winner, h_per)
     bank = banks[bank_i]
     with torch.no_grad():
-        w = bank.primal(out["best_w"][bank_i][h:h + 1])
+        w = bank.primal(out["best_w"][bank_i][h : h + 1])
         test_scores = head_scores(task, bank.stack.logits(bank.test, w)[:, 0]).numpy()
         train_loss = float(head_losses(task, bank.stack.logits(bank.train, w), y, cw)[0])
     test_scores, score_flags = safe_scores(task, test_scores)
@@ -297,26 +421,57 @@ def run(ctx: Context) -> ProtocolOutput:
     te = ref["test"]
     fin = lambda v: float(v) if math.isfinite(float(v)) else None  # noqa: E731
     return ProtocolOutput(
-        ids=te.ids, scores=test_scores,
-        selected={"feature_kind": bank.kind, "lr": lr, "weight_decay": wd, "epoch": int(out["best_epoch"][winner]),
-                  "val_" + metric: fin(score)},
-        extra={"heads": len(grid) * len(banks), "feature_kinds": [bk.kind for bk in banks], "skipped_kinds": skipped,
-               "representations": {bk.kind: bk.representation for bk in banks},
-               "diverged_heads": int(out["dead"].sum()), "epochs_run": out["epochs_run"], "steps": out["steps"],
-               "head_epochs": out["head_epochs"], "train_loss": fin(train_loss),
-               "validation_metric": metric, "validation_curve": out["history"],
-               "grid": [{"feature_kind": bk.kind, "lr": g[0], "weight_decay": g[1],
-                         "val": fin(out["best_val"][i * h_per + j]), "epoch": int(out["best_epoch"][i * h_per + j]),
-                         "diverged": bool(out["dead"][i * h_per + j])}
-                        for i, bk in enumerate(banks) for j, g in enumerate(grid)]},
-        flags=flags + score_flags)
+        ids=te.ids,
+        scores=test_scores,
+        selected={
+            "feature_kind": bank.kind,
+            "lr": lr,
+            "weight_decay": wd,
+            "epoch": int(out["best_epoch"][winner]),
+            "val_" + metric: fin(score),
+        },
+        extra={
+            "heads": len(grid) * len(banks),
+            "feature_kinds": [bk.kind for bk in banks],
+            "skipped_kinds": skipped,
+            "representations": {bk.kind: bk.representation for bk in banks},
+            "diverged_heads": int(out["dead"].sum()),
+            "epochs_run": out["epochs_run"],
+            "steps": out["steps"],
+            "head_epochs": out["head_epochs"],
+            "train_loss": fin(train_loss),
+            "validation_metric": metric,
+            "validation_curve": out["history"],
+            "grid": [
+                {
+                    "feature_kind": bk.kind,
+                    "lr": g[0],
+                    "weight_decay": g[1],
+                    "val": fin(out["best_val"][i * h_per + j]),
+                    "epoch": int(out["best_epoch"][i * h_per + j]),
+                    "diverged": bool(out["dead"][i * h_per + j]),
+                }
+                for i, bk in enumerate(banks)
+                for j, g in enumerate(grid)
+            ],
+        },
+        flags=flags + score_flags,
+    )
 
 
 @hookimpl
 def register_protocols(register):
     """The linear probe."""
-    register(ProtocolSpec(
-        name="linear_probe", run=run, needs=frozenset({"features"}), version="4",
-        defaults=dict(DEFAULTS),
-        description="grid of linear heads (feature kind x lr x weight decay) trained in one pass; best on validation",
-        citation=CITATION))
+    register(
+        ProtocolSpec(
+            name="linear_probe",
+            run=run,
+            needs=frozenset({"features"}),
+            version="4",
+            defaults=dict(DEFAULTS),
+            limits=LIMITS,
+            description="grid of linear heads (feature kind x lr x weight decay) trained in one pass; "
+            "best on validation",
+            citation=CITATION,
+        )
+    )

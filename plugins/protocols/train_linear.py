@@ -4,15 +4,16 @@ Unlike ``linear_probe`` (cached features, no augmentation), every step here runs
 backbone on freshly augmented images, so the frozen variant measures the same
 representation under the training recipe of the fine-tuned ones (Huix et al. 2024 compare
 exactly these scenarios). All share ``medfm.training``'s engine.
+
+``protocol_defaults`` and ``scenario_runner`` are light: the training engine (torch, timm,
+torchvision) is imported only when a protocol runs, so listing does not import torch.
 """
 
 from __future__ import annotations
 
-from medfm import ProtocolSpec, hookimpl
-from medfm.training import protocol_defaults, scenario_runner
+from medfm.protocols import ProtocolSpec, hookimpl, protocol_defaults, scenario_runner, training_options_check
 
-CITATION = ("Huix, J. P. et al. Are natural domain foundation models useful for medical image classification? "
-            "WACV 2024")
+CITATION = "Huix, J. P. et al. Are natural domain foundation models useful for medical image classification? WACV 2024"
 LLRD_CITATION = "Bao, H. et al. BEiT: BERT Pre-Training of Image Transformers. ICLR 2022 (layer-wise lr decay)"
 COMMON = {"epochs": 20, "batch_size": 64, "warmup_epochs": 2.0, "patience": 5}
 FIXED = {
@@ -27,16 +28,42 @@ FIXED = {
 def register_protocols(register):
     """The four linear-head training protocols."""
     specs = [
-        ("frozen_linear", protocol_defaults(**COMMON, lr=1e-3, weight_decay=1e-4),
-         "frozen backbone, linear head trained on augmented images", CITATION),
-        ("finetune_linear", protocol_defaults(**COMMON, lr=1e-3, backbone_lr=1e-4),
-         "whole backbone fine-tuned with a linear head", CITATION),
-        ("finetune_llrd", protocol_defaults(**COMMON, lr=1e-3, backbone_lr=1e-4, layer_decay=0.75),
-         "whole backbone fine-tuned with layer-wise learning-rate decay (0.75 per block)", LLRD_CITATION),
-        ("partial_finetune", protocol_defaults(**COMMON, lr=1e-3, backbone_lr=1e-4, unfreeze_blocks=2),
-         "last N backbone blocks (and what follows them) fine-tuned, linear head", CITATION),
+        (
+            "frozen_linear",
+            protocol_defaults(**COMMON, lr=1e-3, weight_decay=1e-4),
+            "frozen backbone, linear head trained on augmented images",
+            CITATION,
+        ),
+        (
+            "finetune_linear",
+            protocol_defaults(**COMMON, lr=1e-3, backbone_lr=1e-4),
+            "whole backbone fine-tuned with a linear head",
+            CITATION,
+        ),
+        (
+            "finetune_llrd",
+            protocol_defaults(**COMMON, lr=1e-3, backbone_lr=1e-4, layer_decay=0.75),
+            "whole backbone fine-tuned with layer-wise learning-rate decay (0.75 per block)",
+            LLRD_CITATION,
+        ),
+        (
+            "partial_finetune",
+            protocol_defaults(**COMMON, lr=1e-3, backbone_lr=1e-4, unfreeze_blocks=2),
+            "last N backbone blocks (and what follows them) fine-tuned, linear head",
+            CITATION,
+        ),
     ]
     for name, defaults, description, citation in specs:
         defaults = {k: v for k, v in defaults.items() if k not in FIXED[name]}
-        register(ProtocolSpec(name=name, run=scenario_runner(name, FIXED[name]), needs=frozenset({"trainable"}), version="1",
-                              defaults=defaults, description=description, citation=citation))
+        register(
+            ProtocolSpec(
+                name=name,
+                run=scenario_runner(name, FIXED[name]),
+                validate=training_options_check(name, FIXED[name]),
+                needs=frozenset({"trainable"}),
+                version="1",
+                defaults=defaults,
+                description=description,
+                citation=citation,
+            )
+        )

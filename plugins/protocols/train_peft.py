@@ -3,16 +3,20 @@
 LoRA adapts the attention projections of transformers and the ordinary convolutions of
 CNNs (``medfm.training.adapters``); BitFit trains every bias of the backbone. Both train a
 linear head too, and the record holds the count of trainable parameters.
+
+``protocol_defaults`` and ``scenario_runner`` are light: the training engine (torch, timm,
+torchvision) is imported only when a protocol runs, so listing does not import torch.
 """
 
 from __future__ import annotations
 
-from medfm import ProtocolSpec, hookimpl
-from medfm.training import protocol_defaults, scenario_runner
+from medfm.protocols import ProtocolSpec, hookimpl, protocol_defaults, scenario_runner, training_options_check
 
 LORA_CITATION = "Hu, E. J. et al. LoRA: Low-Rank Adaptation of Large Language Models. ICLR 2022"
-BITFIT_CITATION = ("Ben Zaken, E. et al. BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based "
-                   "Masked Language-models. ACL 2022")
+BITFIT_CITATION = (
+    "Ben Zaken, E. et al. BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based "
+    "Masked Language-models. ACL 2022"
+)
 COMMON = {"epochs": 20, "batch_size": 64, "warmup_epochs": 2.0, "patience": 5, "lr": 1e-3, "weight_decay": 1e-4}
 FIXED = {"lora": {"freeze": "adapter", "head": "linear"}, "bitfit": {"freeze": "bias", "head": "linear"}}
 
@@ -20,10 +24,26 @@ FIXED = {"lora": {"freeze": "adapter", "head": "linear"}, "bitfit": {"freeze": "
 @hookimpl
 def register_protocols(register):
     """LoRA and BitFit."""
-    specs = [("lora", protocol_defaults(**COMMON, adapter="lora", lora_r=8, lora_alpha=16.0), LORA_CITATION,
-              "low-rank adapters (peft; `adapter` = lora, dora, loha or lokr) and a linear head"),
-             ("bitfit", protocol_defaults(**COMMON), BITFIT_CITATION, "backbone biases only, and a linear head")]
+    specs = [
+        (
+            "lora",
+            protocol_defaults(**COMMON, adapter="lora", lora_r=8, lora_alpha=16.0),
+            LORA_CITATION,
+            "low-rank adapters (peft; `adapter` = lora, dora, loha or lokr) and a linear head",
+        ),
+        ("bitfit", protocol_defaults(**COMMON), BITFIT_CITATION, "backbone biases only, and a linear head"),
+    ]
     for name, defaults, citation, description in specs:
         defaults = {k: v for k, v in defaults.items() if k not in FIXED[name]}
-        register(ProtocolSpec(name=name, run=scenario_runner(name, FIXED[name]), needs=frozenset({"trainable"}), version="1",
-                              defaults=defaults, description=description, citation=citation))
+        register(
+            ProtocolSpec(
+                name=name,
+                run=scenario_runner(name, FIXED[name]),
+                validate=training_options_check(name, FIXED[name]),
+                needs=frozenset({"trainable"}),
+                version="1",
+                defaults=defaults,
+                description=description,
+                citation=citation,
+            )
+        )

@@ -21,9 +21,7 @@ import timm
 import torch
 
 from medfm import BackboneSpec, Preprocessing, UserError, hookimpl
-from medfm.io import sha256_file_memo
-from medfm.timm_backbone import TimmBackbone
-from medfm.weights import load_state_dict, resolve_weights_path, strip_prefixes
+from medfm.backbones import TimmBackbone, load_state_dict, resolve_weights_path, sha256_file_memo, strip_prefixes
 
 __version__ = "0.1.0"
 
@@ -42,8 +40,12 @@ STD = (0.5, 0.5, 0.5)
 INTERPOLATION = "bicubic"
 #: Offered by timm's token models; ``last4_cls`` is left out because it needs at least 4 blocks.
 FEATURE_KINDS = ("cls", "mean_patch", "cls_mean_patch", "patch_map", "pooled")
-CITATION = ("Dosovitskiy, A. et al. An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale. "
-            "ICLR 2021. Implementation: Wightman, R. PyTorch Image Models (timm).")
+#: The options ``_load`` takes, each with its default.
+OPTIONS = {"weights": None}
+CITATION = (
+    "Dosovitskiy, A. et al. An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale. "
+    "ICLR 2021. Implementation: Wightman, R. PyTorch Image Models (timm)."
+)
 
 
 def build(input_size: int = INPUT_SIZE) -> torch.nn.Module:
@@ -63,11 +65,14 @@ def _load(spec: BackboneSpec, weights: str | None = None, **options: Any) -> Tim
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise UserError(f"backbone {spec.name!r}: weights {path} do not fit a {DEPTH}-block ViT-Tiny at "
-                            f"{spec.input_size} px: {' '.join(str(exc).split())[:300]}") from None
+            raise UserError(
+                f"backbone {spec.name!r}: weights {path} do not fit a {DEPTH}-block ViT-Tiny at "
+                f"{spec.input_size} px: {' '.join(str(exc).split())[:300]}"
+            ) from None
         sha, source = sha256_file_memo(path), f"local file {path}"
-    preprocessing = Preprocessing(size=spec.input_size, mean=spec.mean, std=spec.std,
-                                  interpolation=spec.interpolation, resize="resize")
+    preprocessing = Preprocessing(
+        size=spec.input_size, mean=spec.mean, std=spec.std, interpolation=spec.interpolation, resize="resize"
+    )
     # TimmBackbone leaves out last4_cls here by itself: this model has fewer than 4 blocks
     return TimmBackbone(model.eval(), preprocessing, weights_sha256=sha, weights_source=source)
 
@@ -75,9 +80,26 @@ def _load(spec: BackboneSpec, weights: str | None = None, **options: Any) -> Tim
 @hookimpl
 def register_backbones(register):
     """One backbone: ``example/tiny-vit``."""
-    register(BackboneSpec(
-        name=NAME, load=_load, family="example", params=PARAMS, embed_dim=EMBED_DIM, input_size=INPUT_SIZE,
-        mean=MEAN, std=STD, interpolation=INTERPOLATION,
-        pretraining="none (random initialisation)", objective="none", license="Apache-2.0", citation=CITATION,
-        revision=f"{__version__}+timm-{timm.__version__}", feature_kinds=FEATURE_KINDS,
-        description=f"example plugin: {DEPTH}-block ViT-Tiny/16 at {INPUT_SIZE} px, randomly initialised"))
+    register(
+        BackboneSpec(
+            name=NAME,
+            load=_load,
+            family="example",
+            params=PARAMS,
+            embed_dim=EMBED_DIM,
+            input_size=INPUT_SIZE,
+            mean=MEAN,
+            std=STD,
+            interpolation=INTERPOLATION,
+            pretraining="none (random initialisation)",
+            objective="none",
+            license="Apache-2.0",
+            citation=CITATION,
+            revision=f"{__version__}+timm-{timm.__version__}",
+            feature_kinds=FEATURE_KINDS,
+            description=f"example plugin: {DEPTH}-block ViT-Tiny/16 at {INPUT_SIZE} px, randomly initialised",
+            # what _load takes, with its default: medfm checks a run's options against it before
+            # anything runs (a misspelt name gets a did-you-mean); None accepts any value (a path)
+            options=OPTIONS,
+        )
+    )

@@ -1,6 +1,6 @@
-"""Shared plumbing of the frozen-feature protocols: loading kinds, guards, label tensors.
+"""Frozen-feature helpers for protocol plugins: loading feature kinds, standardising, guards.
 
-Not a plugin (it registers nothing): the protocol modules import it.
+Public through :mod:`medfm.protocols`.
 
 Guards every protocol applies the same way:
 - NaN or inf feature values are replaced by 0 so that fitting can proceed, and the result is
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from medfm import Context, FeatureSet
-from medfm.backbone import UnsupportedFeatureKind
+from .backbone import UnsupportedFeatureKind
+from .context import Context, FeatureSet
 
 NON_FINITE_FEATURES = "non_finite_features"
 NON_FINITE_SCORES = "non_finite_scores"
@@ -88,7 +88,9 @@ def load_kind(ctx: Context, kind: str, splits: Sequence[str] = SPLITS) -> KindFe
     return KindFeatures(sets[splits[0]].kind, sets, tensors, non_finite)
 
 
-def load_kinds(ctx: Context, kinds: Iterable[str], splits: Sequence[str] = SPLITS) -> tuple[list[KindFeatures], list[str]]:
+def load_kinds(
+    ctx: Context, kinds: Iterable[str], splits: Sequence[str] = SPLITS
+) -> tuple[list[KindFeatures], list[str]]:
     """Every requested kind the backbone offers (deduplicated after resolving ``default``),
     and the requested names it does not offer. Raises when none is offered."""
     kinds = [kinds] if isinstance(kinds, str) else list(kinds)

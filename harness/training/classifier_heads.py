@@ -47,8 +47,16 @@ class LinearHead(nn.Module):
 class DeiTHead(nn.Module):
     """DeiT blocks over projected patch tokens plus a CLS token; input is a (B, D, h, w) map."""
 
-    def __init__(self, in_dim: int, n_classes: int, grid: tuple[int, int], size: str = "small", depth: int = 2,
-                 drop_path: float = 0.0, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        n_classes: int,
+        grid: tuple[int, int],
+        size: str = "small",
+        depth: int = 2,
+        drop_path: float = 0.0,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         width, heads, _, _ = DEIT_SIZES[size]
         self.size, self.grid = size, tuple(grid)
@@ -97,8 +105,9 @@ class DeiTHead(nn.Module):
         own = self.state_dict()
         for key, value in mine.items():
             if own[key].shape != value.shape:
-                raise ValueError(f"DeiT weight {key} has shape {tuple(value.shape)}, "
-                                 f"the head needs {tuple(own[key].shape)}")
+                raise ValueError(
+                    f"DeiT weight {key} has shape {tuple(value.shape)}, the head needs {tuple(own[key].shape)}"
+                )
         self.load_state_dict(mine, strict=False)
         return sorted(mine)
 
@@ -128,8 +137,7 @@ def find_deit_weights(size: str, option: str) -> tuple[dict[str, torch.Tensor] |
         try:
             model = timm.create_model(arch, pretrained=True)
         except Exception as exc:
-            return None, DeiTInit(False, f"random initialisation: download of {hub_id} failed "
-                                         f"({type(exc).__name__})")
+            return None, DeiTInit(False, f"random initialisation: download of {hub_id} failed ({type(exc).__name__})")
         return model.state_dict(), DeiTInit(True, f"hub {hub_id}")
     if option != "auto":
         path = Path(option).expanduser()
@@ -138,8 +146,11 @@ def find_deit_weights(size: str, option: str) -> tuple[dict[str, torch.Tensor] |
         return load_state_dict(path), DeiTInit(True, f"local file {path}", sha256_file_memo(path))
     for path in _local_candidates(hub_id):
         return load_state_dict(path), DeiTInit(True, f"local cache {path}", sha256_file_memo(path))
-    return None, DeiTInit(False, f"random initialisation: ImageNet DeiT-{size[0].upper()} weights ({hub_id}) are not "
-                                 "in the local caches; set deit_weights to a file, or 'download'")
+    return None, DeiTInit(
+        False,
+        f"random initialisation: ImageNet DeiT-{size[0].upper()} weights ({hub_id}) are not "
+        "in the local caches; set deit_weights to a file, or 'download'",
+    )
 
 
 def _local_candidates(hub_id: str) -> list[Path]:

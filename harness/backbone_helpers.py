@@ -1,4 +1,6 @@
-"""Helpers shared by the first-party backbone plugins (not a plugin itself: no hooks).
+"""Helpers for backbone plugins: option checks, preprocessing from a spec, offline errors, LoRA targets.
+
+Public through :mod:`medfm.backbones`.
 
 Every first-party backbone takes the same two options:
 
@@ -11,15 +13,33 @@ Every first-party backbone takes the same two options:
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, cast
 
-from torch import nn
+from .errors import UserError
+from .io import sha256_file_memo
+from .preprocessing import Preprocessing
+from .specs import BackboneSpec
+from .weights import offline_message
 
-from medfm import BackboneSpec, Preprocessing, UserError
-from medfm.io import sha256_file_memo
-from medfm.weights import offline_message
+if TYPE_CHECKING:
+    from torch import nn
 
 COMMON_OPTIONS = ("weights", "pretrained")
+#: option -> default, in the order of ``COMMON_OPTIONS``; read-only: a spec takes a copy of it
+COMMON_OPTION_DEFAULTS: Mapping[str, Any] = MappingProxyType({"weights": None, "pretrained": True})
+
+
+def common_options(**overrides: Any) -> dict[str, Any]:
+    """A spec's own copy of the common options and their defaults, for ``BackboneSpec.options``
+    (``weights``: a local file or folder, ``None`` = any path; ``pretrained``: ``false`` builds the
+    architecture randomly initialised). Declared, a misspelt option or a value of the wrong type
+    stops ``medfm run`` before any cell runs. ``overrides`` change defaults (``pretrained=False``
+    for a random-only family) and must name common options."""
+    unknown = sorted(set(overrides) - set(COMMON_OPTION_DEFAULTS))
+    if unknown:
+        raise ValueError(f"not common backbone options: {unknown}")
+    return {**COMMON_OPTION_DEFAULTS, **overrides}
 
 
 def check_options(spec: BackboneSpec, options: Mapping[str, Any], allowed: Iterable[str] = COMMON_OPTIONS) -> None:
@@ -29,17 +49,24 @@ def check_options(spec: BackboneSpec, options: Mapping[str, Any], allowed: Itera
     if unknown:
         raise UserError(f"backbone {spec.name!r}: unknown options {unknown}; it takes {', '.join(allowed)}")
     if "pretrained" in options and not isinstance(options["pretrained"], bool):
-        raise UserError(f"backbone {spec.name!r}: option `pretrained` must be true or false, "
-                        f"not {options['pretrained']!r}")
+        raise UserError(
+            f"backbone {spec.name!r}: option `pretrained` must be true or false, not {options['pretrained']!r}"
+        )
     if options.get("pretrained") is False and options.get("weights"):
-        raise UserError(f"backbone {spec.name!r}: `pretrained = false` and `weights` contradict each other; "
-                        "drop one of them")
+        raise UserError(
+            f"backbone {spec.name!r}: `pretrained = false` and `weights` contradict each other; drop one of them"
+        )
 
 
 def spec_preprocessing(spec: BackboneSpec) -> Preprocessing:
     """The spec's own preprocessing (its pretrained mean, std, interpolation; its input size)."""
-    return Preprocessing(size=spec.input_size, mean=tuple(spec.mean), std=tuple(spec.std),
-                         interpolation=spec.interpolation)
+    # tuple() turns a plugin's list into a tuple at run time; typeshed's tuple() forgets the length of three
+    return Preprocessing(
+        size=spec.input_size,
+        mean=cast("tuple[float, float, float]", tuple(spec.mean)),
+        std=cast("tuple[float, float, float]", tuple(spec.std)),
+        interpolation=spec.interpolation,
+    )
 
 
 def offline_error(backbone: str, source: str, exc: BaseException, what: str, path_hint: str) -> UserError:
@@ -84,6 +111,8 @@ def guess_objective(name: str) -> str:
 
 def attention_linear_suffixes(module: nn.Module) -> tuple[str, ...]:
     """``parent.child`` name suffixes of the ``nn.Linear`` layers inside attention modules (for LoRA)."""
+    from torch import nn
+
     linears = [name for name, sub in module.named_modules() if isinstance(sub, nn.Linear) and name]
     inside = {n for n in linears if any("att" in p for p in n.split(".")[:-1])}
     found: list[str] = []
@@ -107,6 +136,8 @@ def longest_block_list(module: nn.Module) -> list[nn.Module]:
     Most parameters, not most members: a ResNet's four stages hold all its blocks, while its
     third stage alone holds more (but smaller) bottlenecks.
     """
+    from torch import nn
+
     best: list[nn.Module] = []
     best_size = 0
     for sub in module.modules():

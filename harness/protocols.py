@@ -38,7 +38,14 @@ if TYPE_CHECKING:
     from .predictions import Predictions
     from .selection import best_index, one_hot_targets, validation_scores
     from .specs import ProtocolSpec
-    from .training import TrainOptions, protocol_defaults, run_training, scenario_runner, training_options_check
+    from .training import (
+        TrainOptions,
+        protocol_defaults,
+        run_training,
+        scenario_runner,
+        training_options_check,
+        training_protocol,
+    )
 
 _WHERE = {
     "OptionLimit": "option_checks",
@@ -75,6 +82,7 @@ _WHERE = {
     "training_options_check": "training.options",
     "run_training": "training.protocol",
     "scenario_runner": "training.scenario",
+    "training_protocol": "training.scenario",
 }
 
 __all__ = [
@@ -112,6 +120,7 @@ __all__ = [
     "training_options_check",
     "run_training",
     "scenario_runner",
+    "training_protocol",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

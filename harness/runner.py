@@ -195,14 +195,19 @@ class Runner:
                 f"--bootstrap {self.config.bootstrap}: records with fewer than {MIN_RESAMPLES} resamples "
                 "are kept but not ranked on the leaderboard"
             )
-        self._check_option_tables(cells)
-        for backbone in {c.backbone.name: c.backbone for c in cells}.values():
-            given = {k: v for k, v in self._backbone_options(backbone).items() if k not in PREPROCESSING_OPTIONS}
-            check_plugin_options("backbone", backbone.name, backbone.options, given, backbone.limits)
-        for dataset in {c.dataset.name: c.dataset for c in cells}.values():
-            given = self.config.options_for("dataset", dataset.name)
-            check_plugin_options("dataset", dataset.name, dataset.options, given, dataset.limits)
-        for protocol in {c.protocol.name: c.protocol for c in cells}.values():
+        # the planned specs, and those an options table names without planning them: a run file
+        # kept for many plans still gets its typos and bad values reported, not silently ignored
+        named = self._check_option_tables(cells)
+        backbones = {**named["backbone"], **{c.backbone.name: c.backbone for c in cells}}
+        datasets = {**named["dataset"], **{c.dataset.name: c.dataset for c in cells}}
+        protocols = {**named["protocol"], **{c.protocol.name: c.protocol for c in cells}}
+        for name, backbone in backbones.items():
+            given = {k: v for k, v in self._backbone_options(backbone, name).items() if k not in PREPROCESSING_OPTIONS}
+            check_plugin_options("backbone", name, backbone.options, given, backbone.limits)
+        for name, dataset in datasets.items():
+            given = self.config.options_for("dataset", name)
+            check_plugin_options("dataset", name, dataset.options, given, dataset.limits)
+        for protocol in protocols.values():
             given = as_declared(protocol.defaults, self.config.options_for("protocol", protocol.name))
             check_plugin_options("protocol", protocol.name, protocol.defaults, given, protocol.limits)
             if protocol.validate is not None:
@@ -217,13 +222,15 @@ class Runner:
         if self.writes:  # last: it creates the results folder, which a mistake above must not
             self._check_writable()
 
-    def _check_option_tables(self, cells: list[Cell]) -> None:
+    def _check_option_tables(self, cells: list[Cell]) -> dict[str, dict[str, Any]]:
         """Every options table (``--set KIND.NAME.KEY=...`` or a run file's ``[KIND."NAME"]``) names
-        a spec that exists: a misspelt name would otherwise run the defaults without a word."""
+        a spec that exists: a misspelt name would otherwise run the defaults without a word.
+        Returns, per kind, the specs that exact (not glob) table keys name outside the plan."""
         import fnmatch
 
         from .errors import UnknownNameError
 
+        unplanned: dict[str, dict[str, Any]] = {"backbone": {}, "dataset": {}, "protocol": {}}
         for kind, tables in self.config.options.items():
             planned = {getattr(c, kind).name for c in cells}
             for key in tables:
@@ -234,9 +241,12 @@ class Runner:
                         raise UserError(f"{where}: the pattern matches no registered {kind}; see `medfm list {kind}s`")
                     continue
                 try:
-                    self.registry.get(kind, key.split("@", 1)[0])
+                    spec = self.registry.get(kind, key.split("@", 1)[0])
                 except UnknownNameError as exc:
                     raise UserError(f"{where}: {exc}") from None
+                if key not in planned and kind in unplanned:
+                    unplanned[kind][key] = spec
+        return unplanned
 
     def refresh_leaderboard(self) -> bool:
         """Regenerate the leaderboard from the verified records under the results folder."""
@@ -286,8 +296,8 @@ class Runner:
             self.config.seed,
         )
 
-    def _backbone_options(self, spec: BackboneSpec) -> dict[str, Any]:
-        options = self.config.options_for("backbone", spec.name)
+    def _backbone_options(self, spec: BackboneSpec, name: str | None = None) -> dict[str, Any]:
+        options = self.config.options_for("backbone", name or spec.name)
         if self.config.resize and "resize" not in options:
             options["resize"] = self.config.resize
         return options

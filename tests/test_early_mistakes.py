@@ -53,6 +53,23 @@ def test_options_for_registered_names_and_matching_globs_pass(registry_factory, 
     )
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("protocol.few_shot_prototype.shots=[0]", "protocol 'few_shot_prototype': option 'shots' must be at least 1"),
+        ("backbone.timm/resnet18.pretraind=false", "unknown option 'pretraind'; did you mean 'pretrained'?"),
+        ("dataset.medmnist/breastmnist.roott='/data'", "unknown option 'roott'; did you mean 'root'?"),
+    ],
+    ids=["protocol value", "backbone option name", "data set option name"],
+)
+def test_options_of_a_plugin_the_run_does_not_plan_are_checked_too(registry_factory, tiny_config, override, expected):
+    # a run file kept for several plans: its tables for the other plugins still get checked
+    with pytest.raises(UserError) as caught:
+        _check(registry_factory(), tiny_config, [override])
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+    assert not Path(tiny_config.results_dir).exists()
+
+
 def test_cli_misspelt_protocol_name_exits_2_with_one_line(tmp_path):
     exe = str(Path(sys.executable).parent / "medfm")
     done = subprocess.run(

@@ -17,11 +17,18 @@ from .._exports import lazy_exports
 if TYPE_CHECKING:
     from .options import TrainOptions, protocol_defaults, training_options_check
     from .protocol import run_training
-    from .scenario import scenario_runner
+    from .scenario import scenario_runner, training_protocol
 
 # Registering a training protocol reads its defaults (``options``, light); the engine (torch,
 # torchvision, timm, scikit-learn) is imported only when a protocol runs.
-__all__ = ["TrainOptions", "protocol_defaults", "training_options_check", "run_training", "scenario_runner"]
+__all__ = [
+    "TrainOptions",
+    "protocol_defaults",
+    "training_options_check",
+    "run_training",
+    "scenario_runner",
+    "training_protocol",
+]
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
@@ -30,5 +37,6 @@ __getattr__, __dir__ = lazy_exports(
         "training_options_check": "training.options",
         "run_training": "training.protocol",
         "scenario_runner": "training.scenario",
+        "training_protocol": "training.scenario",
     },
 )

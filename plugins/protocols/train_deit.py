@@ -11,7 +11,7 @@ torchvision) is imported only when a protocol runs, so listing does not import t
 
 from __future__ import annotations
 
-from medfm.protocols import ProtocolSpec, hookimpl, protocol_defaults, scenario_runner, training_options_check
+from medfm.protocols import hookimpl, protocol_defaults, training_protocol
 
 CITATION = (
     "Huix, J. P. et al. Are natural domain foundation models useful for medical image classification? "
@@ -46,16 +46,4 @@ def register_protocols(register):
         ),
     ]
     for name, defaults, description in specs:
-        defaults = {k: v for k, v in defaults.items() if k not in FIXED[name]}
-        register(
-            ProtocolSpec(
-                name=name,
-                run=scenario_runner(name, FIXED[name]),
-                validate=training_options_check(name, FIXED[name]),
-                needs=frozenset({"trainable"}),
-                version="1",
-                defaults=defaults,
-                description=description,
-                citation=CITATION,
-            )
-        )
+        register(training_protocol(name, FIXED[name], defaults, description, CITATION))

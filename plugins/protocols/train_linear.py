@@ -11,7 +11,7 @@ torchvision) is imported only when a protocol runs, so listing does not import t
 
 from __future__ import annotations
 
-from medfm.protocols import ProtocolSpec, hookimpl, protocol_defaults, scenario_runner, training_options_check
+from medfm.protocols import hookimpl, protocol_defaults, training_protocol
 
 CITATION = "Huix, J. P. et al. Are natural domain foundation models useful for medical image classification? WACV 2024"
 LLRD_CITATION = "Bao, H. et al. BEiT: BERT Pre-Training of Image Transformers. ICLR 2022 (layer-wise lr decay)"
@@ -54,16 +54,4 @@ def register_protocols(register):
         ),
     ]
     for name, defaults, description, citation in specs:
-        defaults = {k: v for k, v in defaults.items() if k not in FIXED[name]}
-        register(
-            ProtocolSpec(
-                name=name,
-                run=scenario_runner(name, FIXED[name]),
-                validate=training_options_check(name, FIXED[name]),
-                needs=frozenset({"trainable"}),
-                version="1",
-                defaults=defaults,
-                description=description,
-                citation=citation,
-            )
-        )
+        register(training_protocol(name, FIXED[name], defaults, description, citation))

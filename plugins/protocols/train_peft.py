@@ -10,7 +10,7 @@ torchvision) is imported only when a protocol runs, so listing does not import t
 
 from __future__ import annotations
 
-from medfm.protocols import ProtocolSpec, hookimpl, protocol_defaults, scenario_runner, training_options_check
+from medfm.protocols import hookimpl, protocol_defaults, training_protocol
 
 LORA_CITATION = "Hu, E. J. et al. LoRA: Low-Rank Adaptation of Large Language Models. ICLR 2022"
 BITFIT_CITATION = (
@@ -34,16 +34,4 @@ def register_protocols(register):
         ("bitfit", protocol_defaults(**COMMON), BITFIT_CITATION, "backbone biases only, and a linear head"),
     ]
     for name, defaults, citation, description in specs:
-        defaults = {k: v for k, v in defaults.items() if k not in FIXED[name]}
-        register(
-            ProtocolSpec(
-                name=name,
-                run=scenario_runner(name, FIXED[name]),
-                validate=training_options_check(name, FIXED[name]),
-                needs=frozenset({"trainable"}),
-                version="1",
-                defaults=defaults,
-                description=description,
-                citation=citation,
-            )
-        )
+        register(training_protocol(name, FIXED[name], defaults, description, citation))

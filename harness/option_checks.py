@@ -111,9 +111,10 @@ def _expected(default: Any) -> tuple[type | None, str]:
     return kind, _NAMES[kind][0] if kind else ""
 
 
-def _fits(default: Any, value: Any) -> bool:
-    """A value fits a default of its own type; a scalar option may also take a list of such
-    values (a grid, e.g. kNN temperatures) and a list option a single such value."""
+def _fits(default: Any, value: Any, grids: bool = True) -> bool:
+    """A value fits a default of its own type; with ``grids`` (protocols) a scalar option may
+    also take a list of such values (a grid, e.g. kNN temperatures) and a list option a single
+    such value."""
     if default is None:
         return True
     if isinstance(default, Mapping):
@@ -121,6 +122,8 @@ def _fits(default: Any, value: Any) -> bool:
     kind, _ = _expected(default)
     if kind is None:
         return isinstance(value, (list, tuple)) if isinstance(default, (list, tuple)) else True
+    if not grids and isinstance(value, (list, tuple)) != isinstance(default, (list, tuple)):
+        return False
     values = value if isinstance(value, (list, tuple)) else [value]
     return all(_fits_scalar(kind, v) for v in values)
 
@@ -143,7 +146,7 @@ def check_plugin_options(
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise UserError(f"{kind} {name!r}: unknown option {key!r}; {hint}it takes {', '.join(sorted(declared))}")
         default = declared[key]
-        if not _fits(default, value):
+        if not _fits(default, value, grids=kind == "protocol"):
             raise UserError(
                 f"{kind} {name!r}: option {key!r} must be {_expected(default)[1]}, not {value!r} (default: {default!r})"
             )

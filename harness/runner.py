@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -237,7 +238,13 @@ class Runner:
                 where = f'options for {kind} {key!r} (--set {kind}.{key}.KEY=VALUE or a [{kind}."{key}"] table)'
                 if any(ch in key for ch in "*?["):
                     known = planned | set(self.registry.names(kind))
-                    if not any(fnmatch.fnmatchcase(n, key) for n in known):
+                    literal = re.split(r"[*?\[]", key, maxsplit=1)[0]
+                    # a family's members are not listed: `timm/convnext_*` is fine when timm/ exists
+                    family = any(
+                        literal.startswith(f.spec.prefix) or f.spec.prefix.startswith(literal)
+                        for f in self.registry.families.get(kind, [])
+                    )
+                    if not family and not any(fnmatch.fnmatchcase(n, key) for n in known):
                         raise UserError(f"{where}: the pattern matches no registered {kind}; see `medfm list {kind}s`")
                     continue
                 try:
@@ -420,7 +427,7 @@ class Runner:
         if dataset.fingerprint != stated.get("fingerprint"):
             return f"the data set {spec.name} changed since it was written (its fingerprint differs)"
         now, then = (dataset.info or {}).get("disk_state"), (stated.get("info") or {}).get("disk_state")
-        if now is not None and now != then:
+        if now is not None and then is not None and now != then:  # records older than disk_state: fingerprint only
             return f"files of the data set {spec.name} were modified since it was written"
         return None
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .registry import Registry, load_registry
     from .run_events import RunEvents
     from .runner import Cell, CellOutcome, Runner
+    from .seg_predictions import SegmentationPredictions, read_segmentation_predictions
     from .site import build_site
     from .standings import Policy, build_standings
     from .verification import DatasetFacts, KnownSpecs, scan_results
@@ -42,6 +43,8 @@ _WHERE = {
     "Cell": "runner",
     "CellOutcome": "runner",
     "load_record": "records",
+    "SegmentationPredictions": "seg_predictions",
+    "read_segmentation_predictions": "seg_predictions",
     "scan_results": "verification",
     "DatasetFacts": "verification",
     "KnownSpecs": "verification",
@@ -72,6 +75,8 @@ __all__ = [
     "Cell",
     "CellOutcome",
     "load_record",
+    "SegmentationPredictions",
+    "read_segmentation_predictions",
     "scan_results",
     "DatasetFacts",
     "KnownSpecs",

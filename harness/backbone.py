@@ -49,6 +49,16 @@ class Backbone(abc.ABC):
     def features(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         """Normalised images (B, 3, H, W) to one tensor per requested kind."""
 
+    def feature_maps(self, images: torch.Tensor, levels: int) -> list[torch.Tensor]:
+        """Spatial maps for dense prediction (segmentation decoders), shallowest first.
+
+        ViT-like backbones return the normalised patch tokens of their last ``levels`` blocks,
+        each (B, D, h, w) on the patch grid; CNNs the last feature map of each of their last
+        ``levels`` stages (resolution halving from one to the next). The last map is the
+        deepest. Backbones without spatial maps raise ``UnsupportedFeatureKind``.
+        """
+        raise UnsupportedFeatureKind(f"{type(self).__name__} offers no spatial feature maps for segmentation")
+
     def blocks(self) -> list[nn.Module]:
         """The ordered list of blocks (for unfreezing the last N and layer-wise LR decay)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose its blocks")

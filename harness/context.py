@@ -13,6 +13,7 @@ import torch
 if TYPE_CHECKING:
     from .backbone import Backbone
     from .dataset import Dataset, Split
+    from .dense_features import FeatureMaps
     from .specs import BackboneSpec, DatasetSpec, ProtocolSpec
 
 
@@ -37,14 +38,16 @@ class ProtocolOutput:
     runner attaches the labels and patient ids from the data set itself and refuses output that
     misses, repeats or invents ids, or has the wrong shape. ``selected`` holds hyper-parameters
     picked on validation; ``extra`` anything worth keeping (curves, per-head validation scores);
-    ``flags`` problems such as ``nan_loss``.
+    ``flags`` problems such as ``nan_loss``. Segmentation protocols return ``masks`` instead of
+    scores: one predicted class map per id, each the size of that test image's mask.
     """
 
     ids: Sequence[str]
-    scores: np.ndarray
+    scores: np.ndarray | None = None
     selected: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    masks: Sequence[np.ndarray] | None = None
 
 
 class Context:
@@ -74,6 +77,8 @@ class Context:
         log: Callable[[str], None] = lambda message: None,
         work_dir: Path | None = None,
         record_path: Path | None = None,
+        map_loader: Callable[[str, int], "FeatureMaps"] | None = None,
+        mask_loader: Callable[[str, int], np.ndarray] | None = None,
     ) -> None:
         self.backbone_spec = backbone_spec
         self.dataset_spec = dataset_spec
@@ -85,6 +90,8 @@ class Context:
         self._dataset_loader = dataset_loader
         self._backbone_loader = backbone_loader
         self._feature_loader = feature_loader
+        self._map_loader = map_loader
+        self._mask_loader = mask_loader
         self.log = log
         self.timings: dict[str, float] = {}
         self.work_dir = Path(work_dir) if work_dir is not None else None
@@ -118,6 +125,19 @@ class Context:
     def features(self, split: str, kind: str = "default") -> FeatureSet:
         """Frozen features of ``split`` (from the cache, extracting on a miss)."""
         return self._feature_loader(split, kind)
+
+    def feature_maps(self, split: str, levels: int = 1) -> "FeatureMaps":
+        """Spatial maps of the last ``levels`` blocks (or stages) of ``split``, shallowest first,
+        memory-mapped float16 (N, C, h, w): extracted once and kept on disk."""
+        if self._map_loader is None:
+            raise RuntimeError("this context has no feature maps")
+        return self._map_loader(split, levels)
+
+    def masks(self, split: str, size: int) -> np.ndarray:
+        """The masks of ``split`` resized to ``size`` x ``size`` (nearest), memory-mapped uint8."""
+        if self._mask_loader is None:
+            raise RuntimeError("this context has no masks")
+        return self._mask_loader(split, size)
 
     def backbone(self) -> "Backbone":
         """The loaded backbone, for protocols that train it."""

@@ -26,6 +26,14 @@ class Split:
     ``labels`` is (N,) integer class indices, or (N, C) 0/1 for multi-label tasks.
     ``groups`` holds patient (or lesion) ids where known, used for grouped bootstrap and
     leak checks. ``ids`` names each sample (a relative path or an index).
+
+    Segmentation splits add ``masks``: one integer class map (H, W) per image, the image's own
+    size, 0 background and 1..K the data set's foreground classes (``Dataset.classes`` names
+    background first). ``labels`` is then (N,) 0/1, whether the mask holds any foreground (not
+    scored). Images cut from volumes name their volume in ``cases`` (the slices of one volume
+    contiguous and in slice order: stacked, they rebuild the volume, which is scored whole);
+    ``None`` makes each image its own case. ``spacing`` is (N, 2) millimetres per pixel (row,
+    column), or (N, 3) for slices of volumes (row, column, slice); ``None`` means pixel units.
     """
 
     name: str
@@ -34,6 +42,8 @@ class Split:
     groups: np.ndarray | None = None
     ids: Sequence[str] | None = None
     masks: ImageSource | None = None
+    cases: Sequence[str] | None = None
+    spacing: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels)
@@ -46,9 +56,36 @@ class Split:
             self.ids = [f"{self.name}/{i}" for i in range(n)]
         if self.groups is not None:
             self.groups = np.asarray(self.groups)
+        if self.masks is not None and len(self.masks) != n:
+            raise ValueError(f"split {self.name!r}: {n} images but {len(self.masks)} masks")
+        if self.cases is not None:
+            self.cases = [str(c) for c in self.cases]
+            if len(self.cases) != n:
+                raise ValueError(f"split {self.name!r}: {n} images but {len(self.cases)} case ids")
+            _check_contiguous(self.name, self.cases)
+        if self.spacing is not None:
+            self.spacing = np.asarray(self.spacing, dtype=np.float64)
+            if self.spacing.ndim != 2 or len(self.spacing) != n or self.spacing.shape[1] not in (2, 3):
+                raise ValueError(f"split {self.name!r}: spacing must be (N, 2) or (N, 3), not {self.spacing.shape}")
+            if not (np.isfinite(self.spacing).all() and (self.spacing > 0).all()):
+                raise ValueError(f"split {self.name!r}: spacing must be positive millimetres")
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+def _check_contiguous(split: str, cases: Sequence[str]) -> None:
+    """The slices of one volume must follow each other, or stacking them would mix volumes."""
+    seen: set[str] = set()
+    previous = None
+    for c in cases:
+        if c != previous:
+            if c in seen:
+                raise ValueError(
+                    f"split {split!r}: the slices of case {c!r} are not contiguous; keep each volume together"
+                )
+            seen.add(c)
+            previous = c
 
 
 class Dataset:

@@ -64,6 +64,9 @@ def cell_text(cell: CellView | None) -> str:
         text = f"{_f(cell.value)} [{_f(lo)}, {_f(hi)}]"
         if len(cell.rankable) > 1:
             text += f" ± {_f(cell.sd)} (n={len(cell.rankable)})"
+        extra = cell.alongside
+        if extra:
+            text += "".join(f" · {name.upper()} {v:.3g}" for name, v in extra.items())
         return text + (f" {WARN_MARK}" if cell.warnings else "")
     if cell.shown:
         values = [

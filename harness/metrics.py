@@ -220,8 +220,17 @@ def weighted_metrics(task: str, labels: np.ndarray, scores: np.ndarray, w: np.nd
 
 def weighted_metric(task: str, metric: str, labels: np.ndarray, scores: np.ndarray, w: np.ndarray) -> np.ndarray:
     """One metric of ``task`` for each row of weights ``w`` (B, N): what ``weighted_metrics`` gives
-    for ``metric``, computing only that metric (the paired comparisons need just the primary one)."""
+    for ``metric``, computing only that metric (the paired comparisons need just the primary one).
+    For segmentation, ``scores`` is the per-case metric table (``case_table_predictions``) and the
+    result the weighted case mean, cases without a value skipped."""
     scores = np.asarray(scores, dtype=np.float64)
+    if task == "segmentation":
+        from .seg_predictions import segmentation_column_index
+
+        v = scores[:, segmentation_column_index(metric, scores.shape[1])]
+        finite = np.isfinite(v)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (w @ np.where(finite, v, 0.0)) / (w @ finite.astype(np.float64))
     c = scores.shape[1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -18,6 +18,7 @@ from ._exports import lazy_exports
 
 if TYPE_CHECKING:
     from .context import Context, FeatureSet, ProtocolOutput
+    from .dense_features import FeatureMaps
     from .errors import UnsupportedFeatureKind, UserError
     from .frozen_features import (
         NAN_LOSS,
@@ -36,6 +37,14 @@ if TYPE_CHECKING:
     from .metrics import point_metrics
     from .option_checks import OptionLimit, at_least, between, fraction, greater_than, one_of
     from .predictions import Predictions
+    from .segmentation import (
+        SEGMENTATION_LRS,
+        LinearDecoder,
+        UNetDecoder,
+        run_segmentation,
+        segmentation_dice,
+        segmentation_protocol,
+    )
     from .selection import best_index, one_hot_targets, validation_scores
     from .specs import ProtocolSpec
     from .training import (
@@ -73,6 +82,13 @@ _WHERE = {
     "NAN_LOSS": "frozen_features",
     "NON_FINITE_FEATURES": "frozen_features",
     "NON_FINITE_SCORES": "frozen_features",
+    "FeatureMaps": "dense_features",
+    "SEGMENTATION_LRS": "segmentation",
+    "LinearDecoder": "segmentation",
+    "UNetDecoder": "segmentation",
+    "run_segmentation": "segmentation",
+    "segmentation_dice": "segmentation",
+    "segmentation_protocol": "segmentation",
     "best_index": "selection",
     "one_hot_targets": "selection",
     "validation_scores": "selection",
@@ -111,6 +127,13 @@ __all__ = [
     "NAN_LOSS",
     "NON_FINITE_FEATURES",
     "NON_FINITE_SCORES",
+    "FeatureMaps",
+    "SEGMENTATION_LRS",
+    "LinearDecoder",
+    "UNetDecoder",
+    "run_segmentation",
+    "segmentation_dice",
+    "segmentation_protocol",
     "best_index",
     "one_hot_targets",
     "validation_scores",

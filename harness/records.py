@@ -42,6 +42,7 @@ _STEM = re.compile(r"^(?P<submitter>[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?)\.seed
 MULTILINE_FIELDS = frozenset({"message", "traceback"})
 PREDICTION_ARRAYS = ("ids", "labels", "scores", "groups")
 MAX_UNCOMPRESSED_PREDICTIONS = 1 << 30
+DISTANCE_METRIC_PREFIX = "hd95"  # segmentation's Hausdorff distances, the only metrics beyond [-1, 1]
 
 
 def safe_name(name: str) -> str:
@@ -91,6 +92,13 @@ def validate_record(record: Any, where: str = "record") -> None:
         check_values(record, multiline_keys=MULTILINE_FIELDS)
     except ValueError as exc:
         raise RecordError(f"{where}: invalid at {exc}") from None
+    for name, value in (record.get("metrics") or {}).items():
+        if name.startswith(DISTANCE_METRIC_PREFIX):
+            continue  # distances in mm; every other metric is a score within [-1, 1]
+        for part in ("value", "ci_low", "ci_high"):
+            v = value.get(part)
+            if v is not None and not -1 <= v <= 1:
+                raise RecordError(f"{where}: invalid at metrics/{name}/{part}: {v} is not within [-1, 1]")
 
 
 def _short(message: str, limit: int = 200) -> str:
@@ -310,12 +318,17 @@ def iter_records(
             yield found.path, None, str(exc)
 
 
-def write_result(paths: CellPaths, record: dict[str, Any], predictions: Predictions) -> dict[str, Any]:
-    """Write a submission's predictions and record together under its writer lock (completing
-    ``record["predictions"]``), so a concurrent writer never leaves a record that does not match
-    the predictions beside it."""
+def write_result(paths: CellPaths, record: dict[str, Any], predictions: Any) -> dict[str, Any]:
+    """Write a submission's predictions (``Predictions``, or ``SegmentationPredictions``) and record
+    together under its writer lock (completing ``record["predictions"]``), so a concurrent writer
+    never leaves a record that does not match the predictions beside it."""
+    from .seg_predictions import SegmentationPredictions, write_segmentation_predictions
+
     with cell_lock(paths):
-        record["predictions"] = write_predictions(paths.predictions, predictions)
+        if isinstance(predictions, SegmentationPredictions):
+            record["predictions"] = write_segmentation_predictions(paths.predictions, predictions)
+        else:
+            record["predictions"] = write_predictions(paths.predictions, predictions)
         write_record(paths.record, record)
     return record
 

@@ -27,17 +27,21 @@ from .cache import FeatureCache, feature_key
 from .config import RunConfig
 from .context import Context, FeatureSet
 from .dataset import Dataset
+from .dense_features import FeatureMaps
 from .device import describe, deterministic, select_device
 from .errors import UserError
 from .extract import ExtractionResult, extract_features
 from .io import remove_stale_temporaries, sha256_file_memo, sha256_json
+from .map_cache import MapStore
 from .metrics import degenerate_flags, evaluate
 from .option_checks import as_declared, check_plugin_options
 from .portable import default_roots, hash_view, portable
+from .predictions import Predictions
 from .records import SCHEMA_VERSION, CellPaths, cell_lock, cell_paths, write_record, write_result
 from .registry import Registry
 from .run_events import RunEvents
 from .seeding import cell_seed, seed_everything
+from .seg_predictions import SegmentationPredictions, attach_masks, score_segmentation, truth_masks
 from .specs import BackboneSpec, DatasetSpec, ProtocolSpec
 from .submission import resolve_submitter, submission_block
 from .test_set import identity_block
@@ -117,6 +121,9 @@ class Runner:
         self.writes = _is_main_process()
         self._memory_notes: list[str] = []  # out-of-memory retries of the current cell, for its record
         self._chunks_to_drop: list[str] = []  # cache entries of a chunked extraction, once it is whole
+        self.maps = MapStore(self.cache.root)
+        self._planned_levels: dict[tuple[str, str], int] = {}  # most map levels any planned cell reads
+        self._maps: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ planning
     def plan(self) -> list[Cell]:
@@ -126,13 +133,28 @@ class Runner:
         backbones = self.registry.match("backbone", self.config.backbones)
         datasets = self.registry.match("dataset", self.config.datasets)
         protocols = self.registry.match("protocol", self.config.protocols)
-        return [Cell(b, d, p) for b in backbones for d in datasets for p in protocols]
+        # a classification protocol on a segmentation set (or the reverse) cannot run: such
+        # pairs are left out of the cross product, unless nothing else is left
+        pairs = [(d, p) for d in datasets for p in protocols if d.task in p.tasks]
+        if not pairs and datasets and protocols:
+            d, p = datasets[0], protocols[0]
+            raise UserError(
+                f"protocol {p.name!r} does not support {d.task} tasks (data set {d.name!r}); "
+                f"it supports {list(p.tasks)}: choose protocols for the data sets' tasks"
+            )
+        skipped = len(datasets) * len(protocols) - len(pairs)
+        if skipped:
+            self.events.log(
+                f"{skipped} data set x protocol pair(s) left out of the plan: the protocol does not support the task"
+            )
+        return [Cell(b, d, p) for b in backbones for d, p in pairs]
 
     # ------------------------------------------------------------------ running
     def run(self, cells: Iterable[Cell] | None = None) -> list[CellOutcome]:
         """Run every cell (or the given ones); then refresh the leaderboard."""
         cells = list(cells if cells is not None else self.plan())
         self.check(cells)
+        self._planned_levels = self._plan_map_levels(cells)
         outcomes: list[CellOutcome] = []
         current_backbone: str | None = None
         self.events.run_start(len(cells))
@@ -151,6 +173,25 @@ class Runner:
             except OSError as exc:
                 self.events.log(f"the leaderboard was not updated: {_os_reason(exc)}; run `medfm leaderboard` later")
         return outcomes
+
+    def _plan_map_levels(self, cells: list[Cell]) -> dict[tuple[str, str], int]:
+        """Per backbone and data set, the most spatial map levels a planned protocol reads, so
+        the maps are extracted in one pass for every segmentation protocol on the pair."""
+        levels: dict[tuple[str, str], int] = {}
+        for cell in cells:
+            if cell.protocol.map_levels is None:
+                continue
+            options = {
+                **cell.protocol.defaults,
+                **as_declared(cell.protocol.defaults, self.config.options_for("protocol", cell.protocol.name)),
+            }
+            try:
+                n = int(cell.protocol.map_levels(options))
+            except Exception:
+                continue  # the cell reports its own error when it runs
+            key = (cell.backbone.name, cell.dataset.name)
+            levels[key] = max(levels.get(key, 0), n)
+        return levels
 
     def _check_writable(self) -> None:
         """The results folder and the leaderboard can be written: found before any cell runs."""
@@ -510,9 +551,13 @@ class Runner:
             log=self.events.log,
             work_dir=paths.work,
             record_path=paths.record,
+            map_loader=lambda split, levels: self._feature_maps(cell, dataset, split, levels, ctx, used_kinds),
+            mask_loader=lambda split, size: self._resized_masks(cell, dataset, split, size),
         )
         test_split = dataset.split("test")
-        test_set = identity_block(test_split, dataset.info)
+        segmentation = dataset.task == "segmentation"
+        truth = truth_masks(test_split) if segmentation else None
+        test_set = identity_block(test_split, dataset.info, truth)
         published = getattr(cell.dataset, "test_identity", None)
         if published is not None and published != test_set["identity"]:
             raise UserError(
@@ -525,14 +570,34 @@ class Runner:
         with deterministic():
             output = cell.protocol.run(ctx)
         total = time.perf_counter() - start
-        preds = attach_truth(cell.protocol.name, test_split, output, dataset.task, len(dataset.classes))
-        # metrics from exactly the float32 scores that are stored, so the record verifies
-        preds.scores = np.asarray(preds.scores, dtype=np.float32).astype(np.float64)
-        groups = preds.groups if preds.groups is not None else None
-        metrics = evaluate(
-            dataset.task, preds.labels, preds.scores, groups=groups, resamples=self.config.bootstrap, seed=seed
-        )
-        raised = set(output.flags) | set(degenerate_flags(dataset.task, preds.labels, preds.scores, metrics))
+        preds: Predictions | SegmentationPredictions
+        if segmentation:
+            preds = attach_masks(cell.protocol.name, test_split, output, len(dataset.classes), truth)
+            scored = score_segmentation(
+                preds, len(dataset.classes), cell.dataset.nsd_tolerance_mm, self.config.bootstrap, seed
+            )
+            metric_dicts = scored["metrics"]
+            raised = set(output.flags) | set(scored["flags"])
+            groups = preds.groups
+            segmentation_block = {
+                "scored": "volume" if preds.volumes else "image",
+                "cases": len(scored["cases"]),
+                "unit": "pixel" if preds.spacing is None else "mm",
+                "nsd_tolerance": float(cell.dataset.nsd_tolerance_mm),
+                "foreground_classes": len(dataset.classes) - 1,
+                "notes": scored["notes"],
+            }
+        else:
+            preds = attach_truth(cell.protocol.name, test_split, output, dataset.task, len(dataset.classes))
+            # metrics from exactly the float32 scores that are stored, so the record verifies
+            preds.scores = np.asarray(preds.scores, dtype=np.float32).astype(np.float64)
+            groups = preds.groups if preds.groups is not None else None
+            metrics = evaluate(
+                dataset.task, preds.labels, preds.scores, groups=groups, resamples=self.config.bootstrap, seed=seed
+            )
+            metric_dicts = {k: v.as_dict() for k, v in metrics.items()}
+            raised = set(output.flags) | set(degenerate_flags(dataset.task, preds.labels, preds.scores, metrics))
+            segmentation_block = None
         if self.config.bootstrap < MIN_RESAMPLES:  # intervals too rough to rank by: say so in the record
             raised.add(FEW_RESAMPLES)
         flags = sorted(raised)
@@ -568,7 +633,7 @@ class Runner:
             {
                 "status": "ok",
                 "primary_metric": cell.dataset.primary_metric,
-                "metrics": {k: v.as_dict() for k, v in metrics.items()},
+                "metrics": metric_dicts,
                 "ci": {
                     "method": "percentile bootstrap",
                     "level": 0.95,
@@ -582,6 +647,8 @@ class Runner:
                 "error": None,
             }
         )
+        if segmentation_block is not None:
+            record["segmentation"] = segmentation_block
         if self._memory_notes:
             record["extra"]["extraction_memory"] = list(self._memory_notes)
         if cell.dataset.primary_metric not in record["metrics"]:
@@ -643,6 +710,7 @@ class Runner:
     def _release_backbone(self, name: str) -> None:
         self._backbones.pop(name, None)
         self._features.clear()
+        self._maps.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -678,6 +746,67 @@ class Runner:
             else:
                 self._features[key] = FeatureSet(tensors["features"], data.labels, data.groups, _ids(data), kind)
         return self._features[key]
+
+    def _feature_maps(
+        self, cell: Cell, dataset: Dataset, split: str, levels: int, ctx: Context, used: list[str]
+    ) -> FeatureMaps:
+        """The last ``levels`` spatial maps of ``split`` (memory-mapped from the map cache), extracting
+        on a miss every level any planned protocol on this backbone and data set reads, in one pass."""
+        from .dense_features import extract_maps
+
+        if levels < 1:
+            raise UserError(f"protocol {cell.protocol.name!r} asked for {levels} map levels; ask for at least 1")
+        backbone = self._backbone(cell.backbone)
+        want = max(levels, self._planned_levels.get((cell.backbone.name, cell.dataset.name), 0))
+        parts = {i: self._feature_key_parts(cell, backbone, dataset, split, f"map{i}") for i in range(-want, 0)}
+        keys = {i: feature_key(p) for i, p in parts.items()}
+        needed = range(-levels, 0)
+        for i in needed:
+            if keys[i] not in self._maps:
+                got = self.maps.get(keys[i])
+                if got is not None:
+                    self._maps[keys[i]] = got
+        if any(keys[i] not in self._maps for i in needed):
+            data = dataset.split(split)
+            advance = self.events.extraction(f"{cell.backbone.name} maps on {cell.dataset.name}/{split}", len(data))
+            try:
+                with ctx.timer("extraction"):
+                    arrays, _ = extract_maps(
+                        backbone, data.images, want, self.device, self.maps,
+                        [keys[i] for i in range(-want, 0)], [parts[i] for i in range(-want, 0)],
+                        batch_size=self.config.batch_size, num_workers=self.config.workers,
+                        amp=self.config.amp, progress=advance,
+                    )  # fmt: skip
+            finally:
+                self.events.extraction_done()
+            for i, array in zip(range(-want, 0), arrays):
+                self._maps[keys[i]] = array
+        kind = f"maps_last{levels}"
+        if kind not in used:
+            used.append(kind)
+        return FeatureMaps([self._maps[keys[i]] for i in needed], _ids(dataset.split(split)))
+
+    def _resized_masks(self, cell: Cell, dataset: Dataset, split: str, size: int) -> np.ndarray:
+        """``split``'s masks at ``size`` x ``size``, memory-mapped from the map cache."""
+        from .dense_features import resized_masks
+
+        parts = {
+            "kind": "masks",
+            "size": int(size),
+            "dataset": {
+                "name": cell.dataset.name,
+                "revision": cell.dataset.revision,
+                "fingerprint": dataset.fingerprint,
+            },
+            "split": split,
+        }
+        key = feature_key(parts)
+        if key not in self._maps:
+            data = dataset.split(split)
+            if data.masks is None:
+                raise UserError(f"data set {cell.dataset.name!r}: split {split!r} has no masks")
+            self._maps[key] = resized_masks(data.masks, int(size), self.maps, key, parts)
+        return self._maps[key]
 
     def _extract_in_chunks(
         self, backbone: Backbone, images: Any, wanted: dict[str, dict], advance: Callable[[int], None]

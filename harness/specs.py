@@ -109,6 +109,9 @@ class DatasetSpec:
     ``synthetic`` marks generated data: the leaderboard ranks it in a smoke-test section of its own.
     ``options`` declares the options ``load`` takes, with their defaults (``None``: undeclared),
     and ``limits`` bounds their values; both are checked before any cell runs.
+    Segmentation data sets (``task="segmentation"``, ``primary_metric="dice"``) name background
+    first in ``classes``; ``nsd_tolerance_mm`` is the tolerance of their normalised surface Dice
+    (in pixels where the data set has no spacing).
     """
 
     name: str
@@ -126,9 +129,12 @@ class DatasetSpec:
     synthetic: bool = False
     options: Mapping[str, Any] | None = None
     limits: Mapping[str, OptionLimit] = field(default_factory=dict)
+    nsd_tolerance_mm: float = 2.0
 
     def __post_init__(self) -> None:
         _check_name("dataset", self.name)
+        if not self.nsd_tolerance_mm > 0:
+            raise ValueError(f"dataset {self.name!r}: nsd_tolerance_mm must be positive")
         _check_limits("dataset", self.name, self.options, self.limits)
         if self.test_identity is not None and not re.fullmatch(r"[0-9a-f]{64}", self.test_identity):
             raise ValueError(f"dataset {self.name!r}: test_identity must be a sha256 hex digest")
@@ -154,6 +160,7 @@ class DatasetSpec:
             "test_identity": self.test_identity,
             "synthetic": self.synthetic,
             "options": None if self.options is None else dict(self.options),
+            "nsd_tolerance_mm": self.nsd_tolerance_mm,
         }
 
 
@@ -168,7 +175,9 @@ class ProtocolSpec:
     ``validate(options)`` when given (the merged options; it raises ``UserError`` for a
     combination the limits cannot express).
     ``feature_kinds(options)`` lists the feature kinds it will ask for, so the runner extracts
-    them in one pass.
+    them in one pass. Segmentation protocols give ``map_levels(options)``: how many blocks'
+    (or stages') spatial maps they read through ``ctx.feature_maps``; the runner extracts the
+    most that any planned protocol needs on a backbone and data set in one pass.
     """
 
     name: str
@@ -182,6 +191,7 @@ class ProtocolSpec:
     license: str = "Apache-2.0"
     limits: Mapping[str, OptionLimit] = field(default_factory=dict)
     validate: Callable[[Mapping[str, Any]], None] | None = field(default=None, repr=False, compare=False)
+    map_levels: Callable[[Mapping[str, Any]], int] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_name("protocol", self.name)

@@ -124,6 +124,9 @@ def column_id(key: tuple[str, str, str]) -> str:
     return sha256_json(list(key))[:12]
 
 
+SEGMENTATION_ALONGSIDE = ("nsd", "hd95")
+
+
 @dataclass
 class CellView:
     """One (row, column): its rankable replicates and the records that are only shown."""
@@ -144,6 +147,20 @@ class CellView:
         """Mean over replicates (``None`` when nothing here is rankable)."""
         v = self.values
         return float(np.mean(v)) if v else None
+
+    @property
+    def alongside(self) -> dict[str, float]:
+        """Metrics shown beside the primary one, means over the rankable replicates: for
+        segmentation, NSD and HD95 next to Dice (empty for other tasks)."""
+        out: dict[str, float] = {}
+        if not self.rankable or self.rankable[0].verified_record["dataset"].get("task") != "segmentation":
+            return out
+        for name in SEGMENTATION_ALONGSIDE:
+            vals = [(c.verified_record["metrics"].get(name) or {}).get("value") for c in self.rankable]
+            known = [float(v) for v in vals if v is not None]
+            if len(known) == len(vals):
+                out[name] = float(np.mean(known))
+        return out
 
     @property
     def sd(self) -> float | None:
@@ -189,6 +206,7 @@ class CellView:
             "n": len(self.rankable),
             "ci_low": _r(lo),
             "ci_high": _r(hi),
+            "alongside": {k: _r(v) for k, v in self.alongside.items()},
             "warnings": self.warnings,
             "reasons": self.reasons,
             "values": [_r(v) for v in self.values],

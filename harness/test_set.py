@@ -43,11 +43,18 @@ def split_file_sha256(info: Mapping[str, Any]) -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
-def identity_block(split: Any, info: Mapping[str, Any]) -> dict[str, Any]:
-    """The record's ``test_set``: identity, size, split name and split file hash."""
+def identity_block(split: Any, info: Mapping[str, Any], masks: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
+    """The record's ``test_set``: identity, size, split name and split file hash. For segmentation
+    splits (``masks`` given: the split's true masks) the identity covers the masks, cases and spacing."""
     sha = split_file_sha256(info)
+    if masks is not None:
+        from .seg_predictions import segmentation_identity
+
+        identity = segmentation_identity(split.ids, masks, split.cases or split.ids, split.groups, split.spacing, sha)
+    else:
+        identity = split_identity(split.ids, split.labels, split.groups, sha)
     return {
-        "identity": split_identity(split.ids, split.labels, split.groups, sha),
+        "identity": identity,
         "n": len(split),
         "split": split.name,
         "split_file_sha256": sha,

@@ -79,6 +79,25 @@ class TimmBackbone(Backbone):
             return layers
         raise NotImplementedError(f"cannot find the blocks of {type(m).__name__}")
 
+    def feature_maps(self, images: torch.Tensor, levels: int) -> list[torch.Tensor]:
+        """Token models: the final-norm-normalised patch tokens of the last ``levels`` blocks as
+        (B, D, h, w) maps; CNNs: the output of each of the last ``levels`` stages."""
+        from .errors import UnsupportedFeatureKind
+
+        m: Any = self.module
+        if not hasattr(m, "forward_intermediates"):
+            raise UnsupportedFeatureKind(f"{type(m).__name__} has no forward_intermediates, so no feature maps")
+        try:
+            if self.tokens:
+                maps = m.forward_intermediates(
+                    images, indices=levels, norm=True, output_fmt="NCHW", intermediates_only=True
+                )
+            else:
+                maps = m.forward_intermediates(images, indices=levels, intermediates_only=True)
+        except (AssertionError, IndexError) as exc:
+            raise UnsupportedFeatureKind(f"{type(m).__name__} cannot give {levels} feature maps ({exc})") from None
+        return list(maps)
+
     def features(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         """One forward pass; every requested kind is computed from it."""
         m: Any = self.module  # timm's forward_features, forward_head, ... are not declared on nn.Module

@@ -52,6 +52,8 @@ def attach_truth(protocol: str, split: Any, output: Any, task: str, n_classes: i
         raise ProtocolOutputError(
             f"{where} returned a sample id that is not a string ({bad!r}); return the test split's ids"
         )
+    if output.scores is None:
+        raise ProtocolOutputError(f"{where} returned no scores; a {task} task needs one row of scores per test id")
     scores = np.asarray(output.scores)
     if scores.dtype.kind not in "fiub":
         raise ProtocolOutputError(f"{where} returned scores of type {scores.dtype}, not numbers")

@@ -46,6 +46,14 @@ from .records import (
     read_record_bytes,
 )
 from .safe_files import PREDICTIONS_MAX_BYTES, read_capped, walk_records
+from .seg_predictions import (
+    SegmentationPredictions,
+    case_table_predictions,
+    identity_of,
+    is_segmentation_archive,
+    parse_segmentation_predictions,
+    score_segmentation,
+)
 from .test_set import split_identity
 
 VERIFIER_VERSION = 1
@@ -72,6 +80,7 @@ class DatasetFacts:
     distribution: str | None
     revision: str
     synthetic: bool = False
+    nsd_tolerance_mm: float | None = None
 
 
 @dataclass
@@ -119,6 +128,7 @@ class KnownSpecs:
                 info.distribution if info else None,
                 s.revision,
                 bool(getattr(s, "synthetic", False)),
+                getattr(s, "nsd_tolerance_mm", None),
             )
 
         def provider(kind: str, name: str) -> tuple[str | None, str] | None:
@@ -317,6 +327,10 @@ def _verify(checked: Checked, root: Path, known: KnownSpecs, use_cache: bool) ->
     sha = sha256_bytes(data)
     if sha != pointer["sha256"]:
         raise _fail(path, f"predictions file {pointer['file']} does not match the sha256 in the record")
+    if record["dataset"].get("task") == "segmentation" or is_segmentation_archive(data):
+        checked.predictions = _verify_segmentation(path, record, data, sha, known, use_cache)
+        checked.unranked, checked.warnings = ranking_notes(record)
+        return
     try:
         preds = parse_predictions(data)
     except ValueError as exc:
@@ -325,6 +339,141 @@ def _verify(checked: Checked, root: Path, known: KnownSpecs, use_cache: bool) ->
     _check_metrics(path, record, preds, sha, use_cache)
     checked.predictions = preds
     checked.unranked, checked.warnings = ranking_notes(record)
+
+
+def recompute_segmentation(
+    preds: SegmentationPredictions,
+    n_classes: int,
+    tolerance: float,
+    seed: int,
+    resamples: int,
+    use_cache: bool = True,
+    predictions_sha256: str | None = None,
+) -> dict[str, Any]:
+    """Every segmentation metric per case and its case mean with interval, as the runner computes them."""
+
+    def compute() -> dict[str, Any]:
+        return score_segmentation(preds, n_classes, tolerance, resamples, seed)
+
+    if predictions_sha256 is None:
+        return compute()
+    key = sha256_json(
+        {
+            "verifier": VERIFIER_VERSION,
+            "predictions": predictions_sha256,
+            "task": "segmentation",
+            "classes": n_classes,
+            "tolerance": tolerance,
+            "seed": seed,
+            "resamples": resamples,
+        }
+    )
+    return _cached_recompute(key, compute, use_cache)
+
+
+def _verify_segmentation(
+    path: Path, record: dict[str, Any], data: bytes, sha: str, known: KnownSpecs, use_cache: bool
+) -> Predictions:
+    """A segmentation record: its masks, test set and every metric recomputed from its predictions
+    file. Returns the per-case metric table, the form the leaderboard resamples."""
+    dataset = record["dataset"]
+    pointer = record["predictions"]
+    if dataset.get("task") != "segmentation" or not is_segmentation_archive(data):
+        raise _fail(path, "a segmentation record needs segmentation predictions (masks), and only it has them")
+    try:
+        preds = parse_segmentation_predictions(data)
+    except ValueError as exc:
+        raise _fail(path, f"predictions file {pointer['file']} {exc}") from None
+    n = len(preds.ids)
+    test = record["test_set"]
+    if pointer["n"] != n or test["n"] != n:
+        raise _fail(path, f"the record says {test['n']} test images, its predictions hold {n}")
+    if len(set(preds.ids)) != n:
+        raise _fail(path, "its predictions repeat an image id")
+    identity = identity_of(preds, test["split_file_sha256"])
+    if identity != test["identity"]:
+        raise _fail(
+            path,
+            "the test-set identity recomputed from its predictions (ids, true masks, cases, patients, spacing) "
+            "differs from the one it states",
+        )
+    classes = len(dataset.get("classes") or [])
+    facts = known.dataset(dataset["name"])
+    tolerance_known = None
+    if facts is not None:
+        if facts.task != "segmentation":
+            raise _fail(path, f"data set {dataset['name']!r} is a {facts.task} task, not segmentation")
+        if facts.primary_metric != record["primary_metric"]:
+            raise _fail(
+                path,
+                f"data set {dataset['name']!r} is ranked by {facts.primary_metric}, not {record['primary_metric']}",
+            )
+        if facts.test_identity is not None and facts.test_identity != identity:
+            raise _fail(
+                path,
+                f"its test set is not the published test set of {dataset['name']!r} "
+                f"(identity {identity[:12]}, published {facts.test_identity[:12]}); use the official split",
+            )
+        if facts.n_classes and classes != facts.n_classes:
+            raise _fail(path, f"data set {dataset['name']!r} has {facts.n_classes} classes, not {classes}")
+        tolerance_known = facts.nsd_tolerance_mm
+    if classes < 2:
+        raise _fail(path, "a segmentation record names its classes, background first (at least 2)")
+    if max(int(m.max(initial=0)) for m in preds.pred + preds.truth) >= classes:
+        raise _fail(path, f"its masks hold class indices beyond the {classes} classes it names")
+    block = record.get("segmentation")
+    if not block:
+        raise _fail(path, "a segmentation record needs its 'segmentation' block (unit, tolerance, cases)")
+    cases = len(dict.fromkeys(preds.cases))
+    expected = {
+        "scored": "volume" if preds.volumes else "image",
+        "cases": cases,
+        "unit": "pixel" if preds.spacing is None else "mm",
+        "foreground_classes": classes - 1,
+    }
+    for field_name, want in expected.items():
+        if block.get(field_name) != want:
+            raise _fail(path, f"segmentation.{field_name} is {block.get(field_name)!r}, its predictions say {want!r}")
+    tolerance = float(block["nsd_tolerance"])
+    if tolerance_known is not None and not _close(tolerance, float(tolerance_known)):
+        raise _fail(
+            path, f"its NSD tolerance is {tolerance}, but data set {dataset['name']!r} is scored at {tolerance_known}"
+        )
+    ci = record.get("ci")
+    resamples = int(ci["resamples"]) if ci else 0
+    if ci is not None and ci["unit"] != ("patient" if preds.groups is not None else "sample"):
+        raise _fail(path, f"ci.unit says {ci['unit']} but its predictions disagree about patient ids")
+    try:
+        scored = recompute_segmentation(preds, classes, tolerance, int(record["seed"]), resamples, use_cache, sha)
+    except Exception as exc:
+        raise _fail(path, f"metrics cannot be recomputed from its masks ({type(exc).__name__}: {exc})") from None
+    _compare_metrics(path, record, scored["metrics"], "segmentation", resamples)
+    absent = sorted(set(scored["flags"]) - set(record.get("flags") or []))
+    if absent:
+        raise _fail(path, f"its predictions call for the flag(s) {absent}, which the record lacks")
+    return case_table_predictions(scored)
+
+
+def _compare_metrics(path: Path, record: dict[str, Any], recomputed: dict[str, Any], task: str, resamples: int) -> None:
+    claimed = record["metrics"]
+    missing = sorted(set(recomputed) - set(claimed))
+    unknown = sorted(set(claimed) - set(recomputed))
+    if unknown:
+        raise _fail(path, f"metrics {unknown} cannot be recomputed from the predictions for a {task} task")
+    if missing:
+        raise _fail(path, f"metrics {missing} are missing; a record lists every metric of its task")
+    if record["primary_metric"] not in recomputed:
+        raise _fail(path, f"primary metric {record['primary_metric']!r} is not a {task} metric")
+    for name, want in recomputed.items():
+        got = claimed[name]
+        for part in ("value", "ci_low", "ci_high"):
+            if not _close(got.get(part), want.get(part)):
+                what = name if part == "value" else f"{name} {part}"
+                raise _fail(
+                    path,
+                    f"{what} is {got.get(part)} in the record but {want.get(part)} recomputed from "
+                    f"its predictions (seed {record['seed']}, {resamples} resamples)",
+                )
 
 
 def _check_truth(path: Path, record: dict[str, Any], preds: Predictions, known: KnownSpecs) -> None:
@@ -398,25 +547,7 @@ def _check_metrics(path: Path, record: dict[str, Any], preds: Predictions, sha: 
         recomputed = recompute_metrics(task, preds, int(record["seed"]), resamples, use_cache, sha)
     except Exception as exc:
         raise _fail(path, f"metrics cannot be recomputed from its predictions ({type(exc).__name__}: {exc})") from None
-    claimed = record["metrics"]
-    missing = sorted(set(recomputed) - set(claimed))
-    unknown = sorted(set(claimed) - set(recomputed))
-    if unknown:
-        raise _fail(path, f"metrics {unknown} cannot be recomputed from the predictions for a {task} task")
-    if missing:
-        raise _fail(path, f"metrics {missing} are missing; a record lists every metric of its task")
-    if record["primary_metric"] not in recomputed:
-        raise _fail(path, f"primary metric {record['primary_metric']!r} is not a {task} metric")
-    for name, want in recomputed.items():
-        got = claimed[name]
-        for part in ("value", "ci_low", "ci_high"):
-            if not _close(got.get(part), want.get(part)):
-                what = name if part == "value" else f"{name} {part}"
-                raise _fail(
-                    path,
-                    f"{what} is {got.get(part)} in the record but {want.get(part)} recomputed from "
-                    f"its predictions (seed {record['seed']}, {resamples} resamples)",
-                )
+    _compare_metrics(path, record, recomputed, task, resamples)
     values = {
         k: MetricValue(*(math.nan if v[p] is None else v[p] for p in ("value", "ci_low", "ci_high")))
         for k, v in recomputed.items()

@@ -45,6 +45,8 @@ FIRST_PARTY = [
     "medfm_plugins.protocols.train_linear",
     "medfm_plugins.protocols.train_deit",
     "medfm_plugins.protocols.train_peft",
+    "medfm_plugins.protocols.seg_linear",
+    "medfm_plugins.protocols.seg_unet",
 ]
 
 

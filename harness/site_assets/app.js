@@ -64,6 +64,9 @@
       const text = fmt(cell.value) + " [" + fmt(cell.ci_low) + ", " + fmt(cell.ci_high) + "]" +
         (cell.n > 1 ? " ± " + fmt(cell.sd) + " (n=" + cell.n + ")" : "");
       td.appendChild(recordLink(cell.records[0], text));
+      Object.entries(cell.alongside || {}).forEach(([name, v]) => {
+        td.appendChild(el("span", { class: "alongside", "data-metric": name, text: " · " + name.toUpperCase() + " " + (v === null ? "–" : Number(v).toPrecision(3)) }));
+      });
       if (cell.warnings.length) td.appendChild(el("span", { class: "warn", text: " †", title: cell.warnings.join("; ") }));
       td.appendChild(ciBar(cell.ci_low, cell.value, cell.ci_high));
       cell.records.slice(1).forEach((r, i) => { td.appendChild(document.createTextNode(" ")); td.appendChild(recordLink(r, "[" + (i + 2) + "]")); });

@@ -85,6 +85,22 @@ class TorchvisionBackbone(Backbone):
         """The trunk's children that hold parameters, in order (ResNet: conv1, bn1, layer1..4)."""
         return [c for c in self.trunk.children() if any(True for _ in c.parameters())]
 
+    def feature_maps(self, images: torch.Tensor, levels: int) -> list[torch.Tensor]:
+        """The last map at each resolution of the trunk (its stages), the last ``levels`` of them."""
+        from medfm.backbones import UnsupportedFeatureKind
+
+        x, stages = images, list[torch.Tensor]()
+        for child in self.trunk.children():
+            x = child(x)
+            if stages and x.shape[-2:] == stages[-1].shape[-2:]:
+                stages[-1] = x  # the same stage: keep its latest map
+            else:
+                stages.append(x)
+        stages[-1] = self.post(stages[-1])
+        if levels > len(stages):
+            raise UnsupportedFeatureKind(f"torchvision/{self.name} has {len(stages)} stages, not {levels}")
+        return stages[-levels:]
+
     def features(self, images: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
         """GAP features exactly as the classifier sees them, or the map."""
         fmap = self.post(self.trunk(images))

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _results import update_section
 
@@ -29,7 +30,7 @@ from medfm.api import RunConfig, Runner, load_registry
 HERE = Path(__file__).resolve().parent
 DATASET = "synthetic/cxr-nodules-seg"
 
-PRETRAINED = {
+PRETRAINED: dict[str, tuple[str, dict[str, object], str, dict[str, object]]] = {
     "EfficientNet-Lite0": ("efficientnet_lite0.in1k", {}, "efficientnet_lite0.in1k", {"pretrained": False}),
     "DINOv2-S/14": (
         "timm/vit_small_patch14_dinov2@224",
@@ -87,7 +88,7 @@ def pretrained_vs_random(assets: Path, work: Path, epochs: int) -> tuple[list[st
         got = {}
         for kind, bname, opts in (("pretrained", name, options), ("random", random_name, random_options)):
             cfg = _config(work / kind / label, work / "cache", [bname], ["seg_linear"], 300)
-            resolved = {k: str(assets / v) if k == "weights" else v for k, v in opts.items()}
+            resolved = {k: str(assets / str(v)) if k == "weights" else v for k, v in opts.items()}
             if resolved:
                 cfg.options["backbone"][bname] = resolved
             cfg.options["protocol"]["seg_linear"] = {"epochs": epochs}
@@ -104,27 +105,30 @@ def pretrained_vs_random(assets: Path, work: Path, epochs: int) -> tuple[list[st
     return lines, data
 
 
-def cell_costs(assets: Path, work: Path, linear_epochs: int, unet_epochs: int, unet_lrs: list[float]) -> tuple:
+def cell_costs(
+    assets: Path, work: Path, linear_epochs: int, unet_epochs: int, unet_lrs: list[float]
+) -> tuple[list[str], list[dict]]:
     """Wall time of one seg_linear and one seg_unet cell, MobileNetV2 at 224 px."""
     registry = load_registry()
     rows = []
     data = []
-    for protocol, options in (
-        ("seg_linear", {"epochs": linear_epochs}),
+    plans: list[tuple[str, dict[str, Any]]] = [
+        ("seg_linear", {"epochs": linear_epochs, "lrs": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]}),
         ("seg_unet", {"epochs": unet_epochs, "lrs": unet_lrs}),
-    ):
+    ]
+    for protocol, options in plans:
         cfg = _config(
             work / "cost" / protocol, work / "cost-cache" / protocol, ["torchvision/mobilenet_v2"], [protocol], 300
         )
         cfg.options["backbone"]["torchvision/mobilenet_v2"] = {
-            "weights": str(assets / PRETRAINED["MobileNetV2"][1]["weights"])
+            "weights": str(assets / str(PRETRAINED["MobileNetV2"][1]["weights"]))
         }
         cfg.options["protocol"][protocol] = options
         start = time.perf_counter()
         record = _metrics(Runner(registry, cfg).run()[0])
         wall = time.perf_counter() - start
         t = record["timings"]
-        lrs = len(options.get("lrs", [0] * 7))
+        lrs = len(options["lrs"])
         rows.append(
             f"| `{protocol}` | {options['epochs']} epochs x {lrs} learning rates | {wall:.1f} s | "
             f"{t['extraction_s']:.1f} s | {t.get('fit_s', 0.0):.1f} s | {t['fit_s'] / (options['epochs'] * lrs):.2f} s |"
@@ -166,7 +170,7 @@ def peak_memory(assets: Path, work: Path, base_patients: int) -> tuple[list[str]
     """Peak memory of the same segmentation run at 1x, 2x and 4x the patients, fresh processes."""
     rows = ["| data | images | peak anonymous memory | peak file-backed (maps) | run |", "|---|---:|---:|---:|---:|"]
     data = []
-    weights = str(assets / PRETRAINED["MobileNetV2"][1]["weights"])
+    weights = str(assets / str(PRETRAINED["MobileNetV2"][1]["weights"]))
     for factor in (1, 2, 4):
         patients = base_patients * factor
         out = subprocess.run(

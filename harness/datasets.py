@@ -65,8 +65,15 @@ if TYPE_CHECKING:
     from .option_checks import OptionLimit, at_least, between, fraction, greater_than, one_of
     from .specs import DatasetFamily, DatasetSpec, Family
     from .splits import SPLIT_NAMES, assign_splits
+    from .volumes import CT_WINDOW, VolumeCase, canonical_header, read_volume, volume_dataset, window_volume
 
 _WHERE = {
+    "CT_WINDOW": "volumes",
+    "VolumeCase": "volumes",
+    "canonical_header": "volumes",
+    "read_volume": "volumes",
+    "volume_dataset": "volumes",
+    "window_volume": "volumes",
     "OptionLimit": "option_checks",
     "at_least": "option_checks",
     "greater_than": "option_checks",
@@ -133,6 +140,12 @@ _WHERE = {
 }
 
 __all__ = [
+    "CT_WINDOW",
+    "VolumeCase",
+    "canonical_header",
+    "read_volume",
+    "volume_dataset",
+    "window_volume",
     "OptionLimit",
     "at_least",
     "greater_than",

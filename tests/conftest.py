@@ -38,6 +38,7 @@ FIRST_PARTY = [
     "medfm_plugins.datasets.manifest",
     "medfm_plugins.datasets.dicom_folder",
     "medfm_plugins.datasets.huggingface",
+    "medfm_plugins.datasets.volumes_seg",
     "medfm_plugins.protocols.knn",
     "medfm_plugins.protocols.linear_probe",
     "medfm_plugins.protocols.logistic_regression",

@@ -4,7 +4,6 @@ the leaderboard, kill-and-resume."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +93,24 @@ def test_decoders_give_logits_at_the_input_size_for_vit_and_cnn_maps():
         assert LinearDecoder(channels, 3)(maps, 64).shape == (2, 3, 64, 64)
     with pytest.raises(ValueError, match="5 maps"):
         UNetDecoder([64, 64], 2)
+
+
+def test_feature_maps_of_real_architectures_shallowest_first():
+    import timm
+    import torchvision
+
+    from medfm.backbones import TimmBackbone, preprocessing_from_timm
+    from medfm_plugins.backbones.torchvision_models import TorchvisionBackbone
+
+    vit = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=56)
+    maps = TimmBackbone(vit).feature_maps(torch.zeros(1, 3, 56, 56), 5)
+    assert [m.shape for m in maps] == [torch.Size([1, 384, 4, 4])] * 5
+    tv = torchvision.models.mobilenet_v2()
+    backbone = TorchvisionBackbone("mobilenet_v2", tv.eval(), preprocessing_from_timm(vit), None, "")
+    maps = backbone.feature_maps(torch.zeros(1, 3, 64, 64), 5)
+    assert [tuple(m.shape[1:]) for m in maps] == [(16, 32, 32), (24, 16, 16), (32, 8, 8), (96, 4, 4), (1280, 2, 2)]
+    # the deepest map is the one the classifier pools
+    assert torch.allclose(maps[-1].mean((2, 3)), backbone.features(torch.zeros(1, 3, 64, 64), ["gap"])["gap"])
 
 
 def test_seg_protocols_run_record_validate_and_rank(registry_factory, tmp_path, one_torch_thread):

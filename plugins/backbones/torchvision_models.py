@@ -89,7 +89,8 @@ class TorchvisionBackbone(Backbone):
         """The last map at each resolution of the trunk (its stages), the last ``levels`` of them."""
         from medfm.backbones import UnsupportedFeatureKind
 
-        x, stages = images, list[torch.Tensor]()
+        x = images
+        stages: list[torch.Tensor] = []
         for child in self.trunk.children():
             x = child(x)
             if stages and x.shape[-2:] == stages[-1].shape[-2:]:

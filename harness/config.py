@@ -39,8 +39,8 @@ else:  # pragma: no cover
 from .errors import UserError
 
 DEFAULT_BACKBONES = ("efficientnet_lite0.in1k", "random/tf_efficientnet_lite0")
-DEFAULT_DATASETS = ("synthetic/cxr-nodules",)
-DEFAULT_PROTOCOLS = ("knn", "linear_probe")
+DEFAULT_DATASETS = ("synthetic/cxr-nodules", "synthetic/cxr-nodules-seg")
+DEFAULT_PROTOCOLS = ("knn", "linear_probe", "seg_linear")
 OPTION_KINDS = ("backbone", "dataset", "protocol")
 
 

@@ -37,14 +37,8 @@ if TYPE_CHECKING:
     from .metrics import point_metrics
     from .option_checks import OptionLimit, at_least, between, fraction, greater_than, one_of
     from .predictions import Predictions
-    from .segmentation import (
-        SEGMENTATION_LRS,
-        LinearDecoder,
-        UNetDecoder,
-        run_segmentation,
-        segmentation_dice,
-        segmentation_protocol,
-    )
+    from .segmentation import LinearDecoder, UNetDecoder, run_segmentation, segmentation_dice
+    from .segmentation_spec import SEGMENTATION_LRS, segmentation_protocol
     from .selection import best_index, one_hot_targets, validation_scores
     from .specs import ProtocolSpec
     from .training import (
@@ -83,12 +77,12 @@ _WHERE = {
     "NON_FINITE_FEATURES": "frozen_features",
     "NON_FINITE_SCORES": "frozen_features",
     "FeatureMaps": "dense_features",
-    "SEGMENTATION_LRS": "segmentation",
+    "SEGMENTATION_LRS": "segmentation_spec",
     "LinearDecoder": "segmentation",
     "UNetDecoder": "segmentation",
     "run_segmentation": "segmentation",
     "segmentation_dice": "segmentation",
-    "segmentation_protocol": "segmentation",
+    "segmentation_protocol": "segmentation_spec",
     "best_index": "selection",
     "one_hot_targets": "selection",
     "validation_scores": "selection",

@@ -33,11 +33,9 @@ from torch.nn import functional as F
 
 if TYPE_CHECKING:
     from .context import Context, ProtocolOutput
-    from .specs import ProtocolSpec
 
-SEGMENTATION_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+
 CHECKPOINT = "segmentation_heads.pt"
-LOSSES = ("dice", "dice_ce")
 
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 3) -> nn.Sequential:
@@ -294,31 +292,4 @@ def run_segmentation(ctx: "Context", decoder: str) -> "ProtocolOutput":
             "map_levels": DECODERS[decoder][1],
         },
         flags=flags,
-    )
-
-
-def segmentation_protocol(name: str, decoder: str, description: str, **overrides: Any) -> "ProtocolSpec":
-    """The ``ProtocolSpec`` of a frozen-backbone segmentation decoder (``"linear"`` or ``"unet"``):
-    defaults (``lrs``, ``epochs``, ``batch_size``, ``loss``), their limits, the map levels it reads."""
-    from .option_checks import at_least, greater_than, one_of
-    from .specs import ProtocolSpec
-
-    if decoder not in DECODERS:
-        raise ValueError(f"unknown decoder {decoder!r}; use one of {sorted(DECODERS)}")
-    levels = DECODERS[decoder][1]
-    defaults = {"lrs": list(SEGMENTATION_LRS), "epochs": 20, "batch_size": 16, "loss": "dice_ce", **overrides}
-    return ProtocolSpec(
-        name=name,
-        run=lambda ctx: run_segmentation(ctx, decoder),
-        needs=frozenset({"features", "masks"}),
-        version="1",
-        defaults=defaults,
-        tasks=("segmentation",),
-        description=description,
-        citation=(
-            "Baharoon, M. et al. Evaluating General Purpose Vision Foundation Models for Medical Image "
-            "Analysis: An Experimental Study of DINOv2 on Radiology Benchmarks. 2023 (segmentation recipe)."
-        ),
-        limits={"lrs": greater_than(0), "epochs": at_least(1), "batch_size": at_least(2), "loss": one_of(LOSSES)},
-        map_levels=lambda options: levels,
     )

@@ -584,7 +584,7 @@ def ranking_notes(record: dict[str, Any]) -> tuple[list[str], list[str]]:
         unranked.append(f"primary metric {record['primary_metric']} is undefined on this test set")
     elif ci and int(ci.get("resamples") or 0) > 0 and (primary.get("ci_low") is None or primary.get("ci_high") is None):
         unranked.append(f"no confidence interval for {record['primary_metric']}")
-    n = record["test_set"]["n"]
+    n = (record.get("segmentation") or {}).get("cases") or record["test_set"]["n"]  # volumes, not slices
     if n < SMALL_TEST_SET:
         warnings.append(f"small test set ({n} cases)")
     lo, hi = primary.get("ci_low"), primary.get("ci_high")

@@ -184,6 +184,28 @@ def test_seg_protocols_on_a_decathlon_set_score_each_volume_whole_in_mm(registry
         assert record["test_set"]["n"] == block["cases"] * 6  # every slice of each test volume
         assert record["ci"]["unit"] == "patient"
     assert len(scan_results(tmp_path / "results").valid) == 2
+    # each volume is one case: the record's Dice is the mean of MONAI's Dice of the stacked volumes
+    import torch
+    from monai.metrics import compute_dice, compute_hausdorff_distance
+
+    from medfm.api import read_segmentation_predictions
+
+    record = json.loads(outcomes[0].record_path.read_text())
+    preds = read_segmentation_predictions(outcomes[0].record_path.with_name(record["predictions"]["file"]))
+    dice, hd = [], []
+    for case in dict.fromkeys(preds.cases):
+        rows = [k for k, c in enumerate(preds.cases) if c == case]
+        p = np.stack([preds.pred[k] for k in rows], -1)
+        t = np.stack([preds.truth[k] for k in rows], -1)
+        onehot = [
+            torch.nn.functional.one_hot(torch.from_numpy(a.astype(np.int64)), 2).movedim(-1, 0)[None] for a in (p, t)
+        ]
+        dice.append(float(compute_dice(*onehot, include_background=False, ignore_empty=False)))
+        if p.any() and t.any():
+            hd.append(float(compute_hausdorff_distance(*onehot, percentile=95, spacing=[1.5, 1.5, 3.0])))
+    assert record["metrics"]["dice"]["value"] == pytest.approx(np.mean(dice), abs=1e-5)
+    if hd:
+        assert record["metrics"]["hd95"]["value"] == pytest.approx(np.mean(hd), abs=1e-4)
     # and through the command line, as a user runs it: both cells are current, nothing reruns
     os.chdir(tmp_path)
     with pytest.raises(SystemExit) as done:

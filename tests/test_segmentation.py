@@ -13,6 +13,7 @@ import torch
 from medfm.api import RunConfig, Runner
 from medfm.datasets import Dataset, DatasetSpec, Split, array_fingerprint, hookimpl
 from medfm.protocols import LinearDecoder, UNetDecoder
+from tests.test_site import browser  # noqa: F401, F811  (the real-browser fixture)
 
 
 def _blob_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -274,3 +275,29 @@ def test_a_backbone_without_feature_maps_fails_its_cells_with_one_line(registry_
     cfg = seg_config(tmp_path, ["seg_unet"], backbones=["random/test_convnext@64"])
     outcome = Runner(registry, cfg).run()[0]
     assert outcome.status == "error" and "cannot give 5 feature maps" in outcome.message
+
+
+def test_the_web_page_shows_nsd_and_hd95_beside_dice(registry_factory, tmp_path, one_torch_thread, browser):  # noqa: F811
+    from medfm import cli
+
+    registry = registry_factory(BlobSegmentation())
+    cfg = seg_config(tmp_path, ["seg_linear"], backbones=["random/test_vit@64", "random/test_resnet@64"])
+    cfg.options["protocol"]["seg_linear"] = {"epochs": 6, "lrs": [0.1, 0.3], "batch_size": 8}
+    outcomes = Runner(registry, cfg).run()
+    assert all(o.status == "ok" for o in outcomes)
+    site = tmp_path / "site"
+    with pytest.raises(SystemExit) as done:
+        cli.main(["leaderboard", "--results", str(tmp_path / "results"), "--file", str(tmp_path / "lb.md"),
+                  "--html", str(site)])  # fmt: skip
+    assert done.value.code == 0
+    ranked = [json.loads(o.record_path.read_text()) for o in outcomes if not o.flags]
+    assert ranked, [o.flags for o in outcomes]
+    page = browser.new_page()
+    page.goto((site / "index.html").as_uri())
+    page.wait_for_selector("table.board")
+    shown = page.eval_on_selector_all("span.alongside", "els => els.map(e => [e.dataset.metric, e.textContent])")
+    nsd = sorted(float(text.split()[-1]) for metric, text in shown if metric == "nsd")
+    hd95 = sorted(float(text.split()[-1]) for metric, text in shown if metric == "hd95")
+    assert nsd == pytest.approx(sorted(r["metrics"]["nsd"]["value"] for r in ranked), abs=5e-3)
+    assert hd95 == pytest.approx(sorted(r["metrics"]["hd95"]["value"] for r in ranked), rel=5e-3)
+    page.close()

@@ -171,6 +171,7 @@ def volume_dataset(
 ) -> Dataset:
     """A segmentation ``Dataset`` of every axial slice of ``cases``, split by volume (seeded,
     grouped by patient), with ``cases`` and ``spacing`` (row, column, slice mm) per slice."""
+    from .image_cache import default_cache_root
     from .splits import assign_splits
 
     if window not in WINDOWS:
@@ -204,7 +205,7 @@ def volume_dataset(
         seed=seed,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
-        split_dir=split_dir,
+        split_dir=split_dir if split_dir is not None else default_cache_root() / "splits",
         split_file=split_file,
     )
     volumes = _Volumes(cases, window)

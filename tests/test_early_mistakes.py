@@ -26,7 +26,7 @@ def _check(registry, config, overrides):
     [
         ("protocol.knnn.k_grid=[3]", "unknown protocol 'knnn'; did you mean 'knn'?"),
         ("backbone.random/test_vitt@64.pretrained=false", "unknown backbone"),
-        ("dataset.synthetic/cxr-nodule.patients=10", "did you mean 'synthetic/cxr-nodules'?"),
+        ("dataset.synthetic/cxr-nodule.patients=10", "did you mean 'synthetic/cxr-nodules'"),
         ("protocol.lin*_prob.epochs=3", "the pattern matches no registered protocol"),
     ],
     ids=["misspelt protocol", "misspelt backbone", "misspelt data set", "glob matching nothing"],

@@ -144,8 +144,8 @@ def make_lungs_load(key: str):
     def load(spec: DatasetSpec, **options: Any) -> Dataset:
         from medfm.datasets import sha256_json
 
-        mask_option = options.pop("mask_dir", None)
-        opts = parse_options(spec.name, options, default_data_root("tb") / folder)
+        opts = parse_options(spec.name, options, default_data_root("tb") / folder, extra={"mask_dir": None})
+        mask_option = opts.extra.get("mask_dir")
         root = require_root(spec.name, opts.root, layout)
         if not (root / "CXR_png").is_dir() and (root / folder / "CXR_png").is_dir():
             root = opts.root = root / folder

@@ -68,6 +68,12 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
+def _known(spec: DatasetSpec, options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - set(spec.options or {}))
+    if unknown:
+        raise UserError(f"{spec.name}: unknown option {unknown[0]!r}; options are {sorted(spec.options or {})}")
+
+
 def _root(options: dict[str, Any], default: Path) -> Path:
     root = Path(options.get("root") or default).expanduser()
     if not root.is_dir():
@@ -97,7 +103,7 @@ def _build(spec: DatasetSpec, cases: list[VolumeCase], classes: tuple[str, ...],
         val_fraction=float(options.get("val_fraction", 0.2)),
         test_fraction=float(options.get("test_fraction", 0.2)),
         split_file=Path(split_file) if split_file else None,
-        split_dir=Path(split_dir) if split_dir else root / ".medfm-splits",
+        split_dir=Path(split_dir) if split_dir else None,
         info=info,
     )
 
@@ -105,6 +111,7 @@ def _build(spec: DatasetSpec, cases: list[VolumeCase], classes: tuple[str, ...],
 # ------------------------------------------------------------------ Decathlon
 def load_msd(spec: DatasetSpec, **options: Any):
     """A Decathlon task folder: ``dataset.json`` lists the labelled training volumes."""
+    _known(spec, options)
     task = spec.name.split("/", 1)[1]
     root = _root(options, default_data_root("msd") / task)
     manifest = root / "dataset.json"
@@ -161,6 +168,7 @@ def msd_spec(task: str) -> DatasetSpec:
 # ------------------------------------------------------------------ BTCV
 def load_btcv(spec: DatasetSpec, **options: Any):
     """BTCV's training volumes and their 13-organ labels."""
+    _known(spec, options)
     root = _root(options, default_data_root("btcv"))
     base = next((b for b in (root / "RawData" / "Training", root / "Training") if (b / "img").is_dir()), None)
     if base is None:
@@ -183,6 +191,7 @@ NIFTI_OPTIONS = {**SPLIT_OPTIONS, "window": "ct", "images": "images", "labels": 
 
 def load_nifti(spec: DatasetSpec, **options: Any):
     """Image volumes and label volumes with the same file names, in two folders of ``root``."""
+    _known(spec, options)
     if not options.get("root"):
         raise UserError(f"{spec.name}: set the option root (a folder with images/ and labels/)")
     root = _root(options, Path("."))

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,10 @@ def _fmt(m: dict) -> str:
     return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
 
 
+def _num(m: dict, digits: int) -> str:
+    return "—" if m.get("value") is None else f"{m['value']:.{digits}f}"
+
+
 def pretrained_vs_random(assets: Path, work: Path, epochs: int) -> tuple[list[str], list[dict]]:
     """Table rows and data: each network with real weights and randomly initialised."""
     registry = load_registry()
@@ -98,7 +102,7 @@ def pretrained_vs_random(assets: Path, work: Path, epochs: int) -> tuple[list[st
         for kind in ("pretrained", "random"):
             m = got[kind]["metrics"]
             lines.append(
-                f"| {label} | {kind} | {_fmt(m['dice'])} | {m['nsd']['value']:.3f} | {m['hd95']['value']:.1f} | "
+                f"| {label} | {kind} | {_fmt(m['dice'])} | {_num(m['nsd'], 3)} | {_num(m['hd95'], 1)} | "
                 f"{'yes' if overlap else 'no'} | {got[kind]['selected']['lr']:g} |"
             )
             data.append({"backbone": label, "weights": kind, "metrics": m, "selected": got[kind]["selected"]})
@@ -117,6 +121,8 @@ def cell_costs(
         ("seg_unet", {"epochs": unet_epochs, "lrs": unet_lrs}),
     ]
     for protocol, options in plans:
+        shutil.rmtree(work / "cost" / protocol, ignore_errors=True)  # timed from scratch, every run
+        shutil.rmtree(work / "cost-cache" / protocol, ignore_errors=True)
         cfg = _config(
             work / "cost" / protocol, work / "cost-cache" / protocol, ["torchvision/mobilenet_v2"], [protocol], 300
         )
@@ -172,6 +178,7 @@ def peak_memory(assets: Path, work: Path, base_patients: int) -> tuple[list[str]
     data = []
     weights = str(assets / str(PRETRAINED["MobileNetV2"][1]["weights"]))
     for factor in (1, 2, 4):
+        shutil.rmtree(work / f"mem{factor}", ignore_errors=True)
         patients = base_patients * factor
         out = subprocess.run(
             [sys.executable, "-c", CHILD, str(work / f"mem{factor}"), str(patients), weights],
@@ -192,16 +199,15 @@ def peak_memory(assets: Path, work: Path, base_patients: int) -> tuple[list[str]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--assets", type=Path, default=HERE.parent.parent / "shared" / "assets")
+    parser.add_argument("--work", type=Path, default=HERE / ".medfm-cache" / "segmentation")
     parser.add_argument("--quick", action="store_true", help="fewer epochs (a smoke run, not the published figures)")
     args = parser.parse_args()
     epochs = 3 if args.quick else 20
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        table, versus = pretrained_vs_random(args.assets, work, epochs)
-        costs, cost_data = cell_costs(
-            args.assets, work, epochs, 2 if args.quick else 5, [0.01, 0.1] if args.quick else [1e-3, 1e-2, 1e-1]
-        )
-        memory, memory_data = peak_memory(args.assets, work, 200)
+    # kept between runs: a rerun reuses the pretrained-vs-random records and features it computed
+    work = args.work
+    table, versus = pretrained_vs_random(args.assets, work, epochs)
+    costs, cost_data = cell_costs(args.assets, work, epochs, 1, [0.01])
+    memory, memory_data = peak_memory(args.assets, work, 200)
     markdown = "\n".join(
         [
             "## Segmentation (synthetic nodules)",

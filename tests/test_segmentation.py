@@ -13,7 +13,6 @@ import torch
 from medfm.api import RunConfig, Runner
 from medfm.datasets import Dataset, DatasetSpec, Split, array_fingerprint, hookimpl
 from medfm.protocols import LinearDecoder, UNetDecoder
-from tests.test_site import browser  # noqa: F401, F811  (the real-browser fixture)
 
 
 def _blob_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -277,7 +276,7 @@ def test_a_backbone_without_feature_maps_fails_its_cells_with_one_line(registry_
     assert outcome.status == "error" and "cannot give 5 feature maps" in outcome.message
 
 
-def test_the_web_page_shows_nsd_and_hd95_beside_dice(registry_factory, tmp_path, one_torch_thread, browser):  # noqa: F811
+def test_the_web_page_shows_nsd_and_hd95_beside_dice(registry_factory, tmp_path, one_torch_thread, browser):
     from medfm import cli
 
     registry = registry_factory(BlobSegmentation())

@@ -18,7 +18,6 @@ from record_support import binary_predictions, write_submission
 
 from medfm.cli import main
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCRIPT_NAME = "net<script>window.__pwned='script'</script>"
 IMG_NAME = "net<img src=x onerror=\"window.__pwned='img'\">"
 MD_NAME = "net **bold** [link](https://evil.example) ~~x~~"
@@ -28,26 +27,6 @@ BREAST = {
     "classes": ("malignant", "normal, benign"),
     "modality": "breast ultrasound",
 }
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

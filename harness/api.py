@@ -16,12 +16,15 @@ from ._exports import lazy_exports
 
 if TYPE_CHECKING:
     from .config import RunConfig, load_config, with_overrides
+    from .device import default_workers
     from .extract import extract_features
+    from .gpu_decode import fill_jpeg_cache
     from .io import atomic_write_text, write_json
     from .leaderboard import render_leaderboard
     from .plots import few_shot_series, plot_few_shot
     from .plugins import load_entry_point_plugins, make_plugin_manager
     from .python_api import records_frame, run_benchmark, verified_records
+    from .ray_executor import RayOptions, run_on_ray
     from .records import load_record
     from .registry import Registry, load_registry
     from .run_events import RunEvents
@@ -61,6 +64,10 @@ _WHERE = {
     "verified_records": "python_api",
     "records_frame": "python_api",
     "RunEvents": "run_events",
+    "RayOptions": "ray_executor",
+    "run_on_ray": "ray_executor",
+    "fill_jpeg_cache": "gpu_decode",
+    "default_workers": "device",
 }
 
 __all__ = [
@@ -93,6 +100,10 @@ __all__ = [
     "verified_records",
     "records_frame",
     "RunEvents",
+    "RayOptions",
+    "run_on_ray",
+    "fill_jpeg_cache",
+    "default_workers",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -222,7 +222,9 @@ def run(
     seed: Optional[int] = typer.Option(None, help="Global seed (default 0)."),
     device: Optional[str] = typer.Option(None, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps."),
     batch_size: Optional[int] = typer.Option(None, help="Images per batch for extraction (default 64)."),
-    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes (default 0)."),
+    workers: Optional[int] = typer.Option(
+        None, help="Decode worker processes (default: cores - 1, at most 8, on CUDA; 0 on the CPU)."
+    ),
     results: Optional[str] = typer.Option(None, "--results", help="Results folder (default results/)."),
     cache_dir: Optional[str] = typer.Option(None, help="Feature cache folder (default ~/.cache/medfm)."),
     leaderboard: Optional[str] = typer.Option(None, help="Leaderboard file (default leaderboard.md)."),
@@ -241,6 +243,15 @@ def run(
         None, "--source", help="KIND:NAME=DISTRIBUTION: which plugin to use for a name two register."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome of every cell as JSON (stdout)."),
+    executor: str = typer.Option(
+        "local", "--executor", help="local (this process) or ray (a Ray cluster: pip install 'medfm[ray]')."
+    ),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="Ray cluster address (auto, host:6379, ray://host:10001); default: a local cluster."
+    ),
+    ray_gpus: Optional[float] = typer.Option(
+        None, "--ray-gpus", help="GPUs per Ray extraction or training task (default 1 if the cluster has GPUs)."
+    ),
 ) -> None:
     """Run backbone x dataset x protocol. With no arguments: the offline default benchmark."""
     cfg = load_config(config) if config else RunConfig()
@@ -268,15 +279,25 @@ def run(
     from .console_events import ConsoleEvents
     from .runner import Runner
 
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor {executor!r}: choose local or ray")
+    if executor == "local" and (address or ray_gpus is not None):
+        raise UserError("--address and --ray-gpus need --executor ray")
     registry = _registry()
     runner = Runner(registry, cfg, ConsoleEvents(err))
     cells = runner.plan()
     runner.check(cells)
+    where = f"Ray ({address or 'a local cluster'})" if executor == "ray" else str(runner.device)
     err.print(
-        f"[bold]{len(cells)} cells[/] on {runner.device}; results in {runner.results_dir} "
+        f"[bold]{len(cells)} cells[/] on {where}; results in {runner.results_dir} "
         f"as submitter {rich_escape(runner.submitter)}, seed {cfg.seed}"
     )
-    outcomes = runner.run(cells)
+    if executor == "ray":
+        from .ray_executor import RayOptions, run_on_ray
+
+        outcomes = run_on_ray(load_registry, cfg, RayOptions(address=address, gpus_per_task=ray_gpus), runner.events)
+    else:
+        outcomes = runner.run(cells)
     if as_json:
         out.print_json(json.dumps([_outcome_json(o) for o in outcomes]))
     else:

@@ -55,7 +55,7 @@ class RunConfig:
     device: str = "auto"
     batch_size: int = 64
     extraction_chunk: int = 4096  # images per cached chunk of a long extraction (a kill loses one)
-    workers: int = 0
+    workers: int | None = None  # DataLoader decode workers; None: follow the device (see default_workers)
     amp: bool = True
     resize: str | None = None
     bootstrap: int = 1000
@@ -126,7 +126,7 @@ def load_config(path: str | Path) -> RunConfig:
                 name: {k: _resolve_path_option(k, v, base) for k, v in opts.items()} for name, opts in value.items()
             }
         elif key in _SCALARS:
-            expected = type(getattr(RunConfig(), key))
+            expected = int if key == "workers" else type(getattr(RunConfig(), key))
             if key in ("backbones", "datasets", "protocols"):
                 value = [value] if isinstance(value, str) else value
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
         task_family,
         ungrouped_message,
     )
-    from .decode import DICOM_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES, DecodeError
+    from .decode import DICOM_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES, DecodeError, DecodeOptions, decode
     from .download import download, md5_file
     from .errors import UserError
     from .filesets import (
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
         require_root,
     )
     from .hookspecs import hookimpl
-    from .image_cache import CachedImages
+    from .image_cache import CachedImages, FileImages, shrink
     from .io import sha256_file_memo, sha256_json
     from .option_checks import OptionLimit, at_least, between, fraction, greater_than, one_of
     from .specs import DatasetFamily, DatasetSpec, Family
@@ -108,6 +108,10 @@ _WHERE = {
     "download": "download",
     "md5_file": "download",
     "CachedImages": "image_cache",
+    "FileImages": "image_cache",
+    "shrink": "image_cache",
+    "decode": "decode",
+    "DecodeOptions": "decode",
     "SPLIT_NAMES": "splits",
     "assign_splits": "splits",
     "sha256_file_memo": "io",
@@ -180,6 +184,10 @@ __all__ = [
     "download",
     "md5_file",
     "CachedImages",
+    "FileImages",
+    "shrink",
+    "decode",
+    "DecodeOptions",
     "SPLIT_NAMES",
     "assign_splits",
     "sha256_file_memo",

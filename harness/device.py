@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 import torch
@@ -29,6 +30,30 @@ def select_device(requested: str = "auto") -> torch.device:
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError(f"device {requested!r} asked for, but MPS is not available here; use --device auto or cpu")
     return device
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which a cluster's scheduler sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
+def default_workers(device: torch.device, cores: int | None = None) -> int:
+    """DataLoader worker processes that decode images while the model runs.
+
+    On CUDA the forward pass is far faster than decoding on one core (thousands of images per
+    second against tens to hundreds), so decoding runs in parallel workers: every core but one
+    (which feeds the GPU), at most 8 per GPU process. On the CPU the forward pass already uses
+    every core and competes with decoders for them, so decoding stays in the main process (0);
+    MPS gets a few workers (its forward pass runs on the GPU, but macOS forks slowly)."""
+    cores = usable_cores() if cores is None else cores
+    if device.type == "cuda":
+        return max(1, min(8, cores - 1))
+    if device.type == "mps":
+        return max(0, min(4, cores - 1))
+    return 0
 
 
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:

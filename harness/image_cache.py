@@ -118,13 +118,16 @@ class FileImages(CachedImages):
         self.options = options or DecodeOptions()
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.max_side = max_side
-        self.decoder = decoder or decode
+        self.decoder = decoder  # None: medfm.decode, which may decode JPEGs at a reduced scale
+        self.decoded_on = "cpu"  # "cuda" once medfm.gpu_decode filled the cache on the GPU
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def decode_item(self, index: int) -> np.ndarray:
-        """Decode the file at ``index``."""
+        """Decode the file at ``index`` (a JPEG at a reduced scale when it is shrunk next)."""
+        if self.decoder is None:
+            return decode(self.paths[index], self.options, min_side=self.max_side)
         return self.decoder(self.paths[index], self.options)
 
     def item_key(self, index: int) -> dict | None:
@@ -139,8 +142,13 @@ class FileImages(CachedImages):
             "size": st.st_size,
             "mtime_ns": st.st_mtime_ns,
             "decode": self.options.as_dict(),
+            # JPEGs shrunk to max_side decode at a reduced DCT scale: not the pixels of a full decode
+            "reduced_jpeg": bool(self.decoder is None and self.max_side),
+            **({"decoded_on": self.decoded_on} if self.decoded_on != "cpu" else {}),
         }
 
     def subset(self, indices: Sequence[int]) -> "FileImages":
         """The same source restricted to some files (same options and cache)."""
-        return FileImages([self.paths[i] for i in indices], self.options, self.cache_dir, self.max_side, self.decoder)
+        out = FileImages([self.paths[i] for i in indices], self.options, self.cache_dir, self.max_side, self.decoder)
+        out.decoded_on = self.decoded_on
+        return out

@@ -14,6 +14,7 @@ import os
 import re
 import time
 import traceback
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -28,7 +29,7 @@ from .config import RunConfig
 from .context import Context, FeatureSet
 from .dataset import Dataset
 from .dense_features import FeatureMaps
-from .device import describe, deterministic, select_device
+from .device import default_workers, describe, deterministic, select_device
 from .errors import UserError
 from .extract import ExtractionResult, extract_features
 from .io import remove_stale_temporaries, sha256_file_memo, sha256_json
@@ -108,6 +109,7 @@ class Runner:
         self.config = config
         self.events = events or RunEvents()
         self.device = select_device(config.device)
+        self.workers = config.workers if config.workers is not None else default_workers(self.device)
         self.cache = FeatureCache(config.path(config.cache_dir) if config.cache_dir else None)
         self.results_dir = config.path(config.results_dir)
         self.submitter = resolve_submitter(config.submitter)
@@ -123,6 +125,7 @@ class Runner:
         self._chunks_to_drop: list[str] = []  # cache entries of a chunked extraction, once it is whole
         self.maps = MapStore(self.cache.root)
         self._planned_levels: dict[tuple[str, str], int] = {}  # most map levels any planned cell reads
+        self._planned_kinds: dict[tuple[str, str], tuple[str, ...]] = {}  # every kind any planned cell reads
         self._maps: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ planning
@@ -154,7 +157,7 @@ class Runner:
         """Run every cell (or the given ones); then refresh the leaderboard."""
         cells = list(cells if cells is not None else self.plan())
         self.check(cells)
-        self._planned_levels = self._plan_map_levels(cells)
+        self.prepare(cells)
         outcomes: list[CellOutcome] = []
         current_backbone: str | None = None
         self.events.run_start(len(cells))
@@ -181,17 +184,80 @@ class Runner:
         for cell in cells:
             if cell.protocol.map_levels is None:
                 continue
-            options = {
-                **cell.protocol.defaults,
-                **as_declared(cell.protocol.defaults, self.config.options_for("protocol", cell.protocol.name)),
-            }
             try:
-                n = int(cell.protocol.map_levels(options))
+                n = int(cell.protocol.map_levels(self._cell_options(cell)))
             except Exception:
                 continue  # the cell reports its own error when it runs
             key = (cell.backbone.name, cell.dataset.name)
             levels[key] = max(levels.get(key, 0), n)
         return levels
+
+    def _plan_feature_kinds(self, cells: list[Cell]) -> dict[tuple[str, str], tuple[str, ...]]:
+        """Per backbone and data set, every feature kind a planned cell reads, in plan order:
+        the first cell to extract a split extracts them all in one forward pass, so knn, the
+        linear probe and the few-shot protocols on one pair cost one pass, not one each."""
+        kinds: dict[tuple[str, str], dict[str, None]] = {}
+        for cell in cells:
+            if "features" not in cell.protocol.needs or cell.protocol.map_levels is not None:
+                continue  # segmentation protocols read spatial maps, not feature vectors
+            try:
+                wanted = cell.protocol.feature_kinds(self._cell_options(cell))
+            except Exception:
+                continue  # the cell reports its own error when it runs
+            kinds.setdefault((cell.backbone.name, cell.dataset.name), {}).update(dict.fromkeys(wanted))
+        return {key: tuple(v) for key, v in kinds.items()}
+
+    def _cell_options(self, cell: Cell) -> dict[str, Any]:
+        return {
+            **cell.protocol.defaults,
+            **as_declared(cell.protocol.defaults, self.config.options_for("protocol", cell.protocol.name)),
+        }
+
+    def prepare(self, cells: list[Cell]) -> None:
+        """Gather what the whole plan reads (feature kinds and map levels per backbone and data
+        set), so that the first extraction of a split serves every cell. ``run`` calls it; an
+        executor that runs cells elsewhere calls it with the full plan on each worker's runner."""
+        self._planned_levels = self._plan_map_levels(cells)
+        self._planned_kinds = self._plan_feature_kinds(cells)
+
+    def split_sizes(self, cell: Cell) -> dict[str, int]:
+        """Images per split of the cell's data set (loading the data set, not the backbone)."""
+        dataset = self._dataset(cell.dataset)
+        return {s: len(dataset.split(s)) for s in dataset.split_names}
+
+    def prefetch(self, cell: Cell, split: str | None = None, shard: tuple[int, int] | None = None) -> None:
+        """Extract into the cache every feature kind and map level the prepared plan reads on the
+        cell's backbone and data set: all splits, one split, or one shard ``(start, stop)`` of a
+        split (see ``shard_ranges``), so a cluster can extract the shards of a large split in
+        parallel and the cells then find everything cached."""
+        dataset = self._dataset(cell.dataset)
+        backbone = self._backbone(cell.backbone)
+        pair = (cell.backbone.name, cell.dataset.name)
+        kinds, levels = self._planned_kinds.get(pair, ()), self._planned_levels.get(pair, 0)
+        for name in [split] if split is not None else list(dataset.split_names):
+            if shard is not None:
+                if kinds:
+                    wanted = self._wanted(cell, backbone, dataset, name, kinds)
+                    if wanted:
+                        self._extract_shard(backbone, dataset.split(name).images, wanted, *shard, lambda n: None)
+                continue
+            if kinds:
+                self._extract_missing(cell, backbone, dataset, name, kinds, None)
+            if levels:
+                self._feature_maps(cell, dataset, name, levels, None, [])
+
+    def _wanted(self, cell: Cell, backbone: Backbone, dataset: Dataset, split: str, kinds: Iterable[str]) -> dict:
+        """Key parts of each kind the backbone offers whose whole split is not cached yet."""
+        wanted: dict[str, dict] = {}
+        for k in kinds:
+            try:
+                k = backbone.resolve_kind(k)
+            except ValueError:
+                continue
+            parts = self._feature_key_parts(cell, backbone, dataset, split, k)
+            if k not in wanted and not self.cache.path(feature_key(parts)).exists():
+                wanted[k] = parts
+        return wanted
 
     def _check_writable(self) -> None:
         """The results folder and the leaderboard can be written: found before any cell runs."""
@@ -742,13 +808,14 @@ class Runner:
         if key not in self._features:
             tensors = self.cache.get(key)
             if tensors is None:
-                self._extract_missing(cell, backbone, dataset, split, [kind, *planned], ctx, known_missing=kind)
+                also = self._planned_kinds.get((cell.backbone.name, cell.dataset.name), ())
+                self._extract_missing(cell, backbone, dataset, split, [kind, *planned, *also], ctx, known_missing=kind)
             else:
                 self._features[key] = FeatureSet(tensors["features"], data.labels, data.groups, _ids(data), kind)
         return self._features[key]
 
     def _feature_maps(
-        self, cell: Cell, dataset: Dataset, split: str, levels: int, ctx: Context, used: list[str]
+        self, cell: Cell, dataset: Dataset, split: str, levels: int, ctx: Context | None, used: list[str]
     ) -> FeatureMaps:
         """The last ``levels`` spatial maps of ``split`` (memory-mapped from the map cache), extracting
         on a miss every level any planned protocol on this backbone and data set reads, in one pass."""
@@ -768,13 +835,14 @@ class Runner:
                     self._maps[keys[i]] = got
         if any(keys[i] not in self._maps for i in needed):
             data = dataset.split(split)
+            self._decode_on_device(data.images)
             advance = self.events.extraction(f"{cell.backbone.name} maps on {cell.dataset.name}/{split}", len(data))
             try:
-                with ctx.timer("extraction"):
+                with _extraction_timer(ctx):
                     arrays, _ = extract_maps(
                         backbone, data.images, want, self.device, self.maps,
                         [keys[i] for i in range(-want, 0)], [parts[i] for i in range(-want, 0)],
-                        batch_size=self.config.batch_size, num_workers=self.config.workers,
+                        batch_size=self.config.batch_size, num_workers=self.workers,
                         amp=self.config.amp, progress=advance,
                     )  # fmt: skip
             finally:
@@ -785,6 +853,18 @@ class Runner:
         if kind not in used:
             used.append(kind)
         return FeatureMaps([self._maps[keys[i]] for i in needed], _ids(dataset.split(split)))
+
+    def _decode_on_device(self, images: Any) -> None:
+        """On CUDA, decode the split's uncached JPEGs with nvJPEG into the image cache first."""
+        if self.device.type != "cuda":
+            return
+        from .gpu_decode import device_decodes_jpeg, fill_jpeg_cache
+
+        if device_decodes_jpeg(self.device):
+            try:
+                fill_jpeg_cache(images, self.device, batch_size=max(1, self.config.batch_size))
+            except Exception as exc:  # nvJPEG missing or out of memory: the CPU workers decode instead
+                self.events.log(f"GPU JPEG decoding unavailable ({type(exc).__name__}: {exc}); decoding on the CPU")
 
     def _resized_masks(self, cell: Cell, dataset: Dataset, split: str, size: int) -> np.ndarray:
         """``split``'s masks at ``size`` x ``size``, memory-mapped from the map cache."""
@@ -808,45 +888,65 @@ class Runner:
             self._maps[key] = resized_masks(data.masks, int(size), self.maps, key, parts)
         return self._maps[key]
 
+    def shard_ranges(self, n: int) -> list[tuple[int, int]]:
+        """The ``[start, stop)`` shards a split of ``n`` images is extracted in: one shard up to
+        ``extraction_chunk`` images, else shards of whole batches. Each shard is cached on its own,
+        so a killed extraction resumes at the shard where it stopped, and shards can be extracted
+        in parallel (the Ray executor) and merged in order with the same features as one pass."""
+        batch = max(1, self.config.batch_size)
+        chunk = max(batch, self.config.extraction_chunk // batch * batch)
+        if n <= chunk:
+            return [(0, n)]
+        return [(start, min(n, start + chunk)) for start in range(0, n, chunk)]
+
+    def _shard_keys(self, wanted: dict[str, dict], start: int, stop: int) -> dict[str, str]:
+        return {k: feature_key({**p, "chunk": [start, stop]}) for k, p in wanted.items()}
+
+    def _extract_shard(
+        self, backbone: Backbone, images: Any, wanted: dict[str, dict], start: int, stop: int,
+        advance: Callable[[int], None],
+    ) -> tuple[dict[str, torch.Tensor], ExtractionResult | None]:  # fmt: skip
+        """Shard ``start:stop`` of every wanted kind: from the cache, else extracted and cached."""
+        keys = self._shard_keys(wanted, start, stop)
+        cached = {k: self.cache.get(key) for k, key in keys.items()}
+        if all(c is not None for c in cached.values()):
+            advance(stop - start)
+            return {k: c["features"] for k, c in cached.items()}, None  # type: ignore[index]
+        got = extract_features(
+            backbone, _Slice(images, start, stop), list(wanted), self.device, batch_size=max(1, self.config.batch_size),
+            num_workers=self.workers, amp=self.config.amp, progress=advance,
+        )  # fmt: skip
+        for k, key in keys.items():
+            self.cache.put(key, {"features": got.features[k]}, {**wanted[k], "chunk": [start, stop]})
+        return got.features, got
+
     def _extract_in_chunks(
         self, backbone: Backbone, images: Any, wanted: dict[str, dict], advance: Callable[[int], None]
     ) -> ExtractionResult:
-        """Extract every wanted kind for ``images``, a chunk of images at a time, each chunk kept in
-        the feature cache as soon as it is done: a run killed during a long extraction loses at most
-        one chunk. Chunks hold whole batches, so the features equal those of one pass; the chunk
-        entries are removed once the whole split is cached."""
+        """Extract every wanted kind for ``images``, a shard at a time (see ``shard_ranges``), each
+        shard kept in the feature cache as soon as it is done: a run killed during a long extraction
+        loses at most one shard. The shard entries are removed once the whole split is cached."""
         batch = max(1, self.config.batch_size)
-        chunk = max(batch, self.config.extraction_chunk // batch * batch)
         n = len(images)
-        if n <= chunk:
+        shards = self.shard_ranges(n)
+        if len(shards) == 1:
             return extract_features(
                 backbone, images, list(wanted), self.device, batch_size=batch,
-                num_workers=self.config.workers, amp=self.config.amp, progress=advance,
+                num_workers=self.workers, amp=self.config.amp, progress=advance,
             )  # fmt: skip
         parts: dict[str, list] = {k: [] for k in wanted}
         chunk_keys: list[str] = []
         seconds, retries, used_batch = 0.0, 0, batch
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            keys = {k: feature_key({**p, "chunk": [start, stop]}) for k, p in wanted.items()}
-            chunk_keys += keys.values()
-            cached = {k: self.cache.get(key) for k, key in keys.items()}
-            if all(c is not None for c in cached.values()):
-                for k, c in cached.items():
-                    parts[k].append(c["features"])  # type: ignore[index]
-                advance(stop - start)
-                continue
-            got = extract_features(
-                backbone, _Slice(images, start, stop), list(wanted), self.device, batch_size=batch,
-                num_workers=self.config.workers, amp=self.config.amp, progress=advance,
-            )  # fmt: skip
-            seconds, retries, used_batch = seconds + got.seconds, retries + got.oom_retries, got.batch_size
-            for k, key in keys.items():
-                self.cache.put(key, {"features": got.features[k]}, {**wanted[k], "chunk": [start, stop]})
-                parts[k].append(got.features[k])
-        features = {k: torch.cat(v) for k, v in parts.items()}
+        for start, stop in shards:
+            chunk_keys += self._shard_keys(wanted, start, stop).values()
+            features, got = self._extract_shard(backbone, images, wanted, start, stop, advance)
+            if got is not None:
+                seconds, retries, used_batch = seconds + got.seconds, retries + got.oom_retries, got.batch_size
+            for k in wanted:
+                parts[k].append(features[k])
+        merged = {k: torch.cat(v) for k, v in parts.items()}
         self._chunks_to_drop = chunk_keys
-        return ExtractionResult(features, seconds, n, used_batch, retries)
+        return ExtractionResult(merged, seconds, n, used_batch, retries)
 
     def _extract_missing(
         self,
@@ -855,7 +955,7 @@ class Runner:
         dataset: Dataset,
         split: str,
         kinds: Iterable[str],
-        ctx: Context,
+        ctx: Context | None,
         known_missing: str | None = None,
     ) -> None:
         data = dataset.split(split)
@@ -876,9 +976,10 @@ class Runner:
                 wanted[k] = parts
         if not wanted:
             return
+        self._decode_on_device(data.images)
         advance = self.events.extraction(f"{cell.backbone.name} on {cell.dataset.name}/{split}", len(data))
         try:
-            with ctx.timer("extraction"):
+            with _extraction_timer(ctx):
                 result = self._extract_in_chunks(backbone, data.images, wanted, advance)
         finally:
             self.events.extraction_done()
@@ -896,6 +997,11 @@ class Runner:
         for key in self._chunks_to_drop:  # the whole split is cached now
             self.cache.path(key).unlink(missing_ok=True)
         self._chunks_to_drop = []
+
+
+def _extraction_timer(ctx: Context | None) -> AbstractContextManager[Any]:
+    """The cell's extraction timer; none for an extraction ahead of the cells (``prefetch``)."""
+    return ctx.timer("extraction") if ctx is not None else nullcontext()
 
 
 class _Slice:

@@ -62,9 +62,9 @@ def test_full_pipeline_on_real_data_decodes_each_image_once(registry, shared_ass
     decoded = []
     real_decode = image_cache.decode
 
-    def counting(path, options):
+    def counting(path, options, min_side=None):
         decoded.append(path.name)
-        return real_decode(path, options)
+        return real_decode(path, options, min_side)
 
     monkeypatch.setattr(image_cache, "decode", counting)
     cfg = RunConfig(

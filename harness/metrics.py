@@ -16,9 +16,13 @@ predictions at once, for model selection.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from scipy.stats import rankdata
@@ -329,6 +333,53 @@ def bootstrap_weights(n: int, resamples: int, rng: np.random.Generator, groups: 
     return counts[:, inverse]
 
 
+WEIGHT_CACHE_BYTES = 256 << 20  # memoised resampling weights, all test sets together
+_WEIGHT_CACHE_ONE = 32 << 20  # larger matrices (test sets of tens of thousands) are drawn each time
+_weight_cache: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
+_weight_lock = threading.Lock()
+
+
+def _groups_key(groups: np.ndarray | None) -> str | None:
+    if groups is None:
+        return None
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    return hashlib.sha256(np.ascontiguousarray(inverse, dtype=np.int64).tobytes()).hexdigest()
+
+
+def weight_chunks(
+    n: int, resamples: int, seed: int | Sequence[int], groups: np.ndarray | None = None, chunk: int = 250
+) -> list[np.ndarray]:
+    """The bootstrap multiplicities ``bootstrap_weights`` draws from ``default_rng(seed)``, ``chunk``
+    rows at a time, in order: exactly the arrays a fresh draw gives, memoised (read-only).
+
+    Every record of a test set is scored with the same seed, resample count and patients, so
+    a scan of thousands of records (or the paired comparisons of a leaderboard) draws each test
+    set's weights once instead of once per record; drawing them is a third of a record's cost."""
+    key = (n, resamples, tuple(seed) if isinstance(seed, (list, tuple)) else seed, _groups_key(groups), chunk)
+    with _weight_lock:
+        got = _weight_cache.get(key)
+        if got is not None:
+            _weight_cache.move_to_end(key)
+            return got
+    rng = np.random.default_rng(list(seed) if isinstance(seed, (list, tuple)) else seed)
+    out, done = [], 0
+    while done < resamples:
+        b = min(chunk, resamples - done)
+        w = bootstrap_weights(n, b, rng, groups)
+        w.flags.writeable = False
+        out.append(w)
+        done += b
+    size = sum(w.nbytes for w in out)
+    if size <= _WEIGHT_CACHE_ONE:
+        with _weight_lock:
+            _weight_cache[key] = out
+            total = sum(a.nbytes for ws in _weight_cache.values() for a in ws)
+            while total > WEIGHT_CACHE_BYTES and len(_weight_cache) > 1:
+                _, dropped = _weight_cache.popitem(last=False)
+                total -= sum(a.nbytes for a in dropped)
+    return out
+
+
 @dataclass(frozen=True)
 class MetricValue:
     """A point estimate with its 95% percentile-bootstrap interval."""
@@ -354,16 +405,11 @@ def evaluate(
 ) -> dict[str, MetricValue]:
     """All metrics of ``task`` with 95% bootstrap CIs (patients resampled when ``groups`` is given)."""
     points = point_metrics(task, labels, scores)
-    rng = np.random.default_rng(seed)
     draws: dict[str, list[np.ndarray]] = {k: [] for k in points}
-    done = 0
-    while done < resamples:
-        b = min(chunk, resamples - done)
-        w = bootstrap_weights(len(labels), b, rng, groups)
+    for w in weight_chunks(len(labels), resamples, seed, groups, chunk):
         for k, v in weighted_metrics(task, labels, scores, w).items():
             if k in draws:
                 draws[k].append(v)
-        done += b
     out = {}
     for k, point in points.items():
         sample = np.concatenate(draws[k]) if draws[k] else np.array([])

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .metrics import bootstrap_weights, weighted_metric
+from .metrics import weight_chunks, weighted_metric
 
 COMPARISON_RESAMPLES = 2000
 ALPHA = 0.05
@@ -29,9 +29,10 @@ ALPHA = 0.05
 def resampling_weights(
     identity: str, n: int, groups: np.ndarray | None, resamples: int = COMPARISON_RESAMPLES, seed: int = 0
 ) -> np.ndarray:
-    """(resamples, n) bootstrap multiplicities for one test set, the same for every model on it."""
-    rng = np.random.default_rng([seed, int(identity[:15], 16)])
-    return bootstrap_weights(n, resamples, rng, groups)
+    """(resamples, n) bootstrap multiplicities for one test set, the same for every model on it
+    (memoised: a leaderboard compares many rows on one test set; read-only)."""
+    chunks = weight_chunks(n, resamples, (seed, int(identity[:15], 16)), groups, chunk=max(1, resamples))
+    return chunks[0] if chunks else np.zeros((0, n))
 
 
 def metric_draws(task: str, metric: str, labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:

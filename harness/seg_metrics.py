@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .metrics import DEFAULT_RESAMPLES, MetricValue, bootstrap_weights
+from .metrics import DEFAULT_RESAMPLES, MetricValue, weight_chunks
 
 SEG_METRICS = ("dice", "iou", "nsd", "hd95")
 
@@ -105,18 +105,13 @@ def evaluate_segmentation(
     """The case mean of every per-case value (NaN cases skipped) with its 95% percentile-bootstrap
     interval over cases; ``groups`` (one patient id per case) resamples whole patients."""
     n = len(next(iter(table.values()))) if table else 0
-    rng = np.random.default_rng(seed)
     draws: dict[str, list[np.ndarray]] = {k: [] for k in table}
-    done = 0
     finite = {k: np.isfinite(v) for k, v in table.items()}
     filled = {k: np.where(finite[k], v, 0.0) for k, v in table.items()}
-    while done < resamples and n:
-        b = min(chunk, resamples - done)
-        w = bootstrap_weights(n, b, rng, groups)
+    for w in weight_chunks(n, resamples, seed, groups, chunk) if n else []:
         for k in table:
             with np.errstate(invalid="ignore", divide="ignore"):
                 draws[k].append((w @ filled[k]) / (w @ finite[k].astype(np.float64)))
-        done += b
     out = {}
     for k, v in table.items():
         point = float(np.mean(v[finite[k]])) if finite[k].any() else math.nan

@@ -606,10 +606,76 @@ def markup_in_names(record: dict[str, Any]) -> str | None:
 
 
 # ------------------------------------------------------------------ a folder
+PARALLEL_SCAN_MIN = 200  # records from which a scan recomputes in worker processes first
+_PREFILL: tuple[Path, KnownSpecs] | None = None
+
+
+def scan_processes(records: int) -> int:
+    """Worker processes a scan of ``records`` files uses to recompute metrics (1: none).
+    ``MEDFM_SCAN_PROCESSES`` overrides; by default every usable core, at most 16, from
+    ``PARALLEL_SCAN_MIN`` records on, and none in a process that has imported torch (forking
+    after torch's OpenMP threads have run can hang the child; ``medfm validate`` and
+    ``medfm leaderboard`` never import it)."""
+    import os
+    import sys
+
+    given = os.environ.get("MEDFM_SCAN_PROCESSES", "").strip()
+    if given.isdigit() and int(given) >= 1:
+        return int(given)
+    if records < PARALLEL_SCAN_MIN or "torch" in sys.modules:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return min(16, cores)
+
+
+def _prefill(paths: list[Path], root: Path, known: KnownSpecs, processes: int) -> None:
+    """Verify the records in forked worker processes first, so that every recomputed metric and
+    interval is in the recompute cache before the scan proper reads it: a cold scan of thousands
+    of records is bound by those bootstrap recomputations, which are independent per record.
+    The scan itself then runs in this process as before, so its results do not depend on it."""
+    import multiprocessing
+
+    global _PREFILL
+    try:
+        context = multiprocessing.get_context("fork")
+    except ValueError:  # no fork on this platform: the scan recomputes serially
+        return
+    _PREFILL = (root, known)
+    try:
+        with context.Pool(processes, initializer=_one_thread) as pool:
+            for _ in pool.imap_unordered(_prefill_one, [str(p) for p in paths], chunksize=16):
+                pass
+    except Exception:  # the serial scan below still verifies everything
+        pass
+    finally:
+        _PREFILL = None
+
+
+def _one_thread() -> None:
+    """One BLAS/OpenMP thread per worker: the processes already use every core."""
+    from threadpoolctl import threadpool_limits
+
+    global _LIMITS
+    _LIMITS = threadpool_limits(1)
+
+
+_LIMITS: Any = None
+
+
+def _prefill_one(path: str) -> None:
+    assert _PREFILL is not None
+    root, known = _PREFILL
+    verify_file(Path(path), root, known, True)
+
+
 def scan_results(
     root: str | Path, known: KnownSpecs | None = None, use_cache: bool = True, paths: Iterable[Path] | None = None
 ) -> Scan:
-    """Verify every record file under ``root`` (or just ``paths``) and settle duplicate claims."""
+    """Verify every record file under ``root`` (or just ``paths``) and settle duplicate claims.
+    Large folders recompute their metrics in worker processes first (``scan_processes``)."""
     root = Path(root)
     entries: list[Checked] = []
     found = (
@@ -617,6 +683,9 @@ def scan_results(
         if paths is not None
         else [(f.path, f.problem) for f in walk_records(root, is_record_name)]
     )
+    processes = scan_processes(len(found))
+    if use_cache and processes > 1:
+        _prefill([p for p, problem in found if problem is None], root, known or KnownSpecs(), processes)
     for path, problem in found:
         if problem is not None:
             try:

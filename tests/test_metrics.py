@@ -301,3 +301,20 @@ def test_both_weighted_auroc_paths_equal_sklearn_on_resamples(task, pairwise, mo
     for b, row in enumerate(w):
         idx = np.repeat(np.arange(len(labels)), row.astype(int))
         assert got[b] == pytest.approx(point_metrics(task, labels[idx], scores[idx])["auroc"], abs=1e-12)
+
+
+def test_memoised_weights_equal_fresh_draws_and_cannot_be_changed():
+    from medfm.metrics import bootstrap_weights, weight_chunks
+
+    groups = np.repeat(np.arange(40), 3)
+    for seed, g in [(0, None), (7, groups), ((3, 12345), None)]:
+        rng = np.random.default_rng(list(seed) if isinstance(seed, tuple) else seed)
+        fresh = [bootstrap_weights(120, b, rng, g) for b in (250, 250, 100)]
+        first = weight_chunks(120, 600, seed, g, chunk=250)
+        again = weight_chunks(120, 600, seed, g, chunk=250)
+        assert again is first  # drawn once
+        assert all(np.array_equal(a, b) for a, b in zip(first, fresh)) and len(first) == 3
+        with pytest.raises(ValueError):
+            first[0][0, 0] = 99.0
+    # other patients, seed or count: other weights
+    assert weight_chunks(120, 600, 7, np.arange(120) // 2)[0] is not weight_chunks(120, 600, 7, groups)[0]

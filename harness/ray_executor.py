@@ -96,11 +96,12 @@ def _connect(ray: Any, options: RayOptions) -> bool:
     """Join the named cluster, or start a local one; True when this call started it."""
     if ray.is_initialized():
         return False
-    # a local cluster's workers import what the driver imports (plugins outside site-packages too)
+    # a local cluster's workers import what the driver imports (plugins outside site-packages
+    # too); a remote cluster's nodes have their own environment, which must hold medfm and the plugins
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
     try:
         if options.address:
-            ray.init(address=options.address, runtime_env=env, log_to_driver=False)
+            ray.init(address=options.address, log_to_driver=False)
         else:
             ray.init(
                 num_cpus=options.num_cpus or os.cpu_count() or 1,

@@ -121,3 +121,25 @@ def test_long_splits_are_extracted_as_shards_in_parallel_tasks(cluster, tmp_path
     # the shards were merged into whole-split entries, and the shard entries removed
     entries = sorted(p.name for p in Path(sharded.cache_dir).glob("features/*/*.safetensors"))
     assert entries == sorted(p.name for p in Path(whole.cache_dir).glob("features/*/*.safetensors"))
+
+
+def test_an_interrupted_driver_resumes_to_the_same_results(cluster, tmp_path, one_torch_thread):
+    from medfm.api import RunEvents
+
+    class DriverKilledAfterOneCell(RunEvents):
+        def cell_end(self, outcome):
+            raise KeyboardInterrupt("the driver is killed")
+
+    cfg = _config(tmp_path, "driver")
+    with pytest.raises(KeyboardInterrupt):
+        run_on_ray(load_registry, cfg, events=DriverKilledAfterOneCell())
+    assert not Path(cfg.leaderboard).exists()  # the driver died before writing it
+    resumed = run_on_ray(load_registry, cfg)  # the same command again
+    statuses = [o.status for o in resumed]
+    assert set(statuses) <= {"ok", "cached"} and "cached" in statuses, statuses  # finished cells are kept
+    reference = _config(tmp_path, "reference")
+    Runner(load_registry(), reference).run()
+    assert _metrics(cfg.results_dir) == _metrics(reference.results_dir)
+    assert Path(cfg.leaderboard).read_bytes() == Path(reference.leaderboard).read_bytes().replace(
+        b"/reference/", b"/driver/"
+    )

@@ -246,18 +246,24 @@ class Runner:
             if levels:
                 self._feature_maps(cell, dataset, name, levels, None, [])
 
-    def _wanted(self, cell: Cell, backbone: Backbone, dataset: Dataset, split: str, kinds: Iterable[str]) -> dict:
-        """Key parts of each kind the backbone offers whose whole split is not cached yet."""
-        wanted: dict[str, dict] = {}
+    def _kind_parts(
+        self, cell: Cell, backbone: Backbone, dataset: Dataset, split: str, kinds: Iterable[str]
+    ) -> dict[str, dict]:
+        """Cache-key parts of each kind the backbone offers (resolved, once each), in order."""
+        out: dict[str, dict] = {}
         for k in kinds:
             try:
                 k = backbone.resolve_kind(k)
             except ValueError:
                 continue
-            parts = self._feature_key_parts(cell, backbone, dataset, split, k)
-            if k not in wanted and not self.cache.path(feature_key(parts)).exists():
-                wanted[k] = parts
-        return wanted
+            if k not in out:
+                out[k] = self._feature_key_parts(cell, backbone, dataset, split, k)
+        return out
+
+    def _wanted(self, cell: Cell, backbone: Backbone, dataset: Dataset, split: str, kinds: Iterable[str]) -> dict:
+        """Key parts of each kind the backbone offers whose whole split is not cached yet."""
+        parts = self._kind_parts(cell, backbone, dataset, split, kinds)
+        return {k: p for k, p in parts.items() if not self.cache.path(feature_key(p)).exists()}
 
     def _check_writable(self) -> None:
         """The results folder and the leaderboard can be written: found before any cell runs."""
@@ -960,14 +966,9 @@ class Runner:
     ) -> None:
         data = dataset.split(split)
         wanted: dict[str, dict] = {}
-        for k in kinds:
-            try:
-                k = backbone.resolve_kind(k)
-            except ValueError:
-                continue
-            parts = self._feature_key_parts(cell, backbone, dataset, split, k)
+        for k, parts in self._kind_parts(cell, backbone, dataset, split, kinds).items():
             key = feature_key(parts)
-            if key in self._features or k in wanted:
+            if key in self._features:
                 continue
             cached = None if k == known_missing else self.cache.get(key)
             if cached is not None:

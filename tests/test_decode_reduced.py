@@ -54,7 +54,7 @@ def test_reduced_decode_gives_the_same_features(shared_assets, tmp_path, one_tor
     assert (sims.argmax(1) == torch.arange(len(paths))).all()
 
 
-def test_png_and_custom_decoders_are_not_reduced(tmp_path):
+def test_a_png_is_never_decoded_reduced(tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
